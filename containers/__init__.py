@@ -1,0 +1,1 @@
+"""The application container, the per-job scope and settings loading."""

@@ -1,0 +1,269 @@
+"""The queue and status-store contract, written once and run against every backend."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from containers.application import build_container
+from queueing import transitions
+from queueing.errors import IdempotencyKeyInFlight, JobNotFound, JobStateConflict, QueueFull
+from queueing.job_queue import JobQueue
+from queueing.jobs import Job, JobQuery, JobStatus, Notification, new_job_id
+from queueing.status_store import StatusStore
+from tests.conftest import make_settings
+
+BACKENDS = ["memory"]
+NOW = 1_800_000_000.0
+
+
+class ManualClock:
+    """A clock that moves only when a test says so."""
+
+    def __init__(self, now: float = NOW) -> None:
+        self.wall = now
+        self.mono = 1000.0
+
+    def now(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ping(Notification):
+    number: int = 0
+
+
+@dataclass
+class Backend:
+    queue: JobQueue
+    store: StatusStore
+    clock: ManualClock
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    settings = make_settings(tmp_path, {"queue": {"backend": request.param, "max_size": 3}})
+    container = build_container(settings)
+    clock = ManualClock()
+    container.clock.override(clock)
+    yield Backend(container.job_queue(), container.status_store(), clock)
+    container.job_queue().close()
+    container.status_store().close()
+
+
+def make_job(backend: Backend, *, owner: str | None = None, key: str | None = None) -> Job:
+    backend.clock.advance(0.01)
+    job_id = new_job_id(backend.clock.now())
+    return transitions.new_job(
+        job_id, "ping", ["only"], backend.clock.now(), owner=owner, idempotency_key=key
+    )
+
+
+def submit(backend: Backend, **kwargs: str | None) -> Job:
+    job = make_job(backend, **kwargs)
+    backend.queue.reserve()
+    backend.store.create(job)
+    backend.queue.put(Ping(job_id=job.id))
+    return job
+
+
+# Queue -----------------------------------------------------------------------------------------
+
+
+def test_queue_hands_out_notifications_in_order(backend: Backend) -> None:
+    jobs = [submit(backend) for _ in range(3)]
+    taken = [backend.queue.get(timeout=1) for _ in jobs]
+    assert [n.job_id for n in taken if n] == [job.id for job in jobs]
+
+
+def test_queue_refuses_past_max_size(backend: Backend) -> None:
+    for _ in range(3):
+        submit(backend)
+    with pytest.raises(QueueFull):
+        backend.queue.reserve()
+    assert backend.queue.depth() == 3
+
+
+def test_released_reservation_frees_room(backend: Backend) -> None:
+    for _ in range(2):
+        submit(backend)
+    backend.queue.reserve()
+    with pytest.raises(QueueFull):
+        backend.queue.reserve()
+    backend.queue.release()
+    backend.queue.reserve()
+
+
+def test_get_times_out_on_empty_queue(backend: Backend) -> None:
+    assert backend.queue.get(timeout=0.01) is None
+
+
+def test_retry_waits_until_due(backend: Backend) -> None:
+    job = submit(backend)
+    notification = backend.queue.get(timeout=1)
+    assert notification is not None
+    backend.queue.put_later(notification, backend.clock.now() + 5)
+    backend.queue.task_done(notification)
+    assert backend.queue.get(timeout=0.01) is None
+    backend.clock.advance(5)
+    promote = getattr(backend.queue, "promote_due", None)
+    if promote is not None:
+        promote()
+    again = backend.queue.get(timeout=1)
+    assert again is not None
+    assert again.job_id == job.id
+
+
+def test_join_waits_for_task_done(backend: Backend) -> None:
+    submit(backend)
+    assert not backend.queue.join(0.01)
+    notification = backend.queue.get(timeout=1)
+    assert notification is not None
+    backend.queue.task_done(notification)
+    assert backend.queue.join(1)
+
+
+def test_close_wakes_waiting_getter(backend: Backend) -> None:
+    results: list[object] = []
+    getter = threading.Thread(target=lambda: results.append(backend.queue.get()))
+    getter.start()
+    backend.queue.close()
+    getter.join(5)
+    assert not getter.is_alive()
+    assert results == [None]
+
+
+# Status store ----------------------------------------------------------------------------------
+
+
+def test_store_returns_copies(backend: Backend) -> None:
+    job = submit(backend)
+    copy = backend.store.get(job.id)
+    copy.status = JobStatus.FAILED
+    assert backend.store.get(job.id).status is JobStatus.QUEUED
+
+
+def test_unknown_job_raises_not_found(backend: Backend) -> None:
+    with pytest.raises(JobNotFound):
+        backend.store.get(new_job_id(NOW))
+    with pytest.raises(JobNotFound):
+        backend.store.update(new_job_id(NOW), lambda job: True)
+
+
+def test_update_raises_version_only_on_change(backend: Backend) -> None:
+    job = submit(backend)
+    assert backend.store.update(job.id, lambda record: None) is None
+    assert backend.store.get(job.id).version == 1
+    started = backend.store.update(job.id, partial(transitions.start, now=NOW))
+    assert started is not None
+    assert backend.store.get(job.id).version == 2
+
+
+def test_failing_change_saves_nothing(backend: Backend) -> None:
+    job = submit(backend)
+    backend.store.update(job.id, partial(transitions.request_cancel, now=NOW))
+    with pytest.raises(JobStateConflict):
+        backend.store.update(job.id, partial(transitions.request_cancel, now=NOW))
+    assert backend.store.get(job.id).version == 2
+
+
+def test_wait_for_change_wakes_on_update(backend: Backend) -> None:
+    job = submit(backend)
+    seen: list[Job] = []
+    waiter = threading.Thread(
+        target=lambda: seen.append(backend.store.wait_for_change(job.id, 1, 30))
+    )
+    waiter.start()
+    backend.store.update(job.id, partial(transitions.start, now=NOW))
+    waiter.join(30)
+    assert [j.status for j in seen] == [JobStatus.RUNNING]
+
+
+def test_wait_for_change_returns_at_once_when_newer(backend: Backend) -> None:
+    job = submit(backend)
+    backend.store.update(job.id, partial(transitions.start, now=NOW))
+    assert backend.store.wait_for_change(job.id, 1, 30).version == 2
+
+
+def test_wait_for_change_times_out_with_current_job(backend: Backend) -> None:
+    job = submit(backend)
+    assert backend.store.wait_for_change(job.id, 1, 0.01).version == 1
+
+
+def test_list_pages_newest_first(backend: Backend) -> None:
+    jobs = [submit(backend) for _ in range(3)]
+    first = backend.store.list_jobs(JobQuery(limit=2))
+    assert [j.id for j in first] == [jobs[2].id, jobs[1].id]
+    rest = backend.store.list_jobs(JobQuery(limit=2, before=first[-1].id))
+    assert [j.id for j in rest] == [jobs[0].id]
+
+
+def test_list_filters_by_status_and_owner(backend: Backend) -> None:
+    mine = submit(backend, owner="me")
+    submit(backend, owner="other")
+    backend.store.update(mine.id, partial(transitions.request_cancel, now=NOW))
+    canceled = backend.store.list_jobs(JobQuery(status=JobStatus.CANCELED))
+    assert [j.id for j in canceled] == [mine.id]
+    assert [j.id for j in backend.store.list_jobs(JobQuery(owner="me"))] == [mine.id]
+
+
+def test_purge_removes_only_old_finished_jobs(backend: Backend) -> None:
+    old_done = submit(backend)
+    old_running = submit(backend)
+    backend.store.update(old_done.id, partial(transitions.request_cancel, now=NOW))
+    backend.store.update(old_running.id, partial(transitions.start, now=NOW))
+    backend.clock.advance(100)
+    young = submit(backend)
+    backend.store.update(young.id, partial(transitions.request_cancel, now=NOW))
+    assert backend.store.purge(created_before=backend.clock.now() - 50) == [old_done.id]
+    with pytest.raises(JobNotFound):
+        backend.store.get(old_done.id)
+    assert backend.store.get(old_running.id).status is JobStatus.RUNNING
+    assert backend.store.get(young.id).status is JobStatus.CANCELED
+
+
+def test_delete_removes_job(backend: Backend) -> None:
+    job = submit(backend)
+    backend.store.delete(job.id)
+    with pytest.raises(JobNotFound):
+        backend.store.get(job.id)
+
+
+def test_idempotency_key_claim_then_replay(backend: Backend) -> None:
+    assert backend.store.claim_idempotency_key("me", "key-1") is None
+    with pytest.raises(IdempotencyKeyInFlight):
+        backend.store.claim_idempotency_key("me", "key-1")
+    job = submit(backend, owner="me", key="key-1")
+    replay = backend.store.claim_idempotency_key("me", "key-1")
+    assert replay is not None
+    assert replay.id == job.id
+
+
+def test_idempotency_keys_are_scoped_per_owner(backend: Backend) -> None:
+    submit(backend, owner="me", key="shared")
+    assert backend.store.claim_idempotency_key("other", "shared") is None
+
+
+def test_released_idempotency_key_can_be_claimed_again(backend: Backend) -> None:
+    assert backend.store.claim_idempotency_key(None, "key-2") is None
+    backend.store.release_idempotency_key(None, "key-2")
+    assert backend.store.claim_idempotency_key(None, "key-2") is None
+
+
+def test_deleted_job_frees_its_idempotency_key(backend: Backend) -> None:
+    job = submit(backend, key="key-3")
+    backend.store.update(job.id, partial(transitions.request_cancel, now=NOW))
+    backend.store.delete(job.id)
+    assert backend.store.claim_idempotency_key(None, "key-3") is None
