@@ -33,6 +33,7 @@ def pool_settings(settings: Mapping[str, Any]) -> PoolSettings:
         timeouts=dict(jobs["timeouts"]),
         retry=RetryPolicy(jobs["max_attempts"], jobs["retry_backoff_seconds"]),
         handler_settings=MappingProxyType(dict(settings)),
+        lease_seconds=jobs["lease_seconds"],
     )
 
 

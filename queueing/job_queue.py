@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 from queueing.jobs import Notification
 
@@ -17,6 +18,7 @@ class JobQueue(ABC):
 
     name: str  # the backend's name, as `queue.backend` spells it
     durable: bool  # whether queued and running jobs outlive the process
+    shared: bool = False  # whether other processes may take jobs from the same queue
 
     @abstractmethod
     def reserve(self) -> None:
@@ -56,6 +58,9 @@ class JobQueue(ABC):
     @abstractmethod
     def close(self) -> None:
         """Stop handing out notifications: waiting and later `get` calls return None."""
+
+    def renew(self, job_ids: Sequence[str]) -> None:  # noqa: B027 - nothing to renew
+        """Extend the leases of jobs this process is running; queues without leases do nothing."""
 
     @abstractmethod
     def drain(self) -> list[Notification]:

@@ -8,8 +8,8 @@ import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from queueing.clock import Clock
 from queueing.errors import IdempotencyKeyInFlight, JobNotFound, QueueFull
@@ -169,7 +169,7 @@ class MemoryStatusStore(StatusStore):
         self._keys: dict[tuple[str | None, str], str | None] = {}  # -> job id, None while claimed
         self._waiters: dict[str, list[threading.Event]] = {}
 
-    def create(self, job: Job) -> None:
+    def create(self, job: Job, payload: Mapping[str, Any] | None = None) -> None:
         record = job.copy()
         with self._lock:
             self._jobs[record.id] = record

@@ -83,7 +83,8 @@ class JobService:
             raise ShuttingDown("the service is shutting down and accepts no new jobs")
         self.queue.reserve()
         try:
-            self.store.create(job)
+            payload = notification.to_payload() if self.queue.durable else None
+            self.store.create(job, payload)
         except BaseException:
             self.queue.release()
             raise

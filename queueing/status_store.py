@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from queueing.jobs import Job, JobQuery
 
@@ -22,8 +22,13 @@ class StatusStore(ABC):
     name: str  # the backend's name, as `queue.backend` spells it
 
     @abstractmethod
-    def create(self, job: Job) -> None:
-        """Store a new job's record (and claim its idempotency key, if it has one)."""
+    def create(self, job: Job, payload: Mapping[str, Any] | None = None) -> None:
+        """Store a new job's record and its idempotency key, if it has one.
+
+        `payload` is the job's notification as plain values (`Notification.to_payload`).
+        Durable backends keep it with the record, so that the job can run after a restart;
+        the memory backend ignores it.
+        """
 
     @abstractmethod
     def get(self, job_id: str) -> Job:

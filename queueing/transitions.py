@@ -262,15 +262,18 @@ def fail_for_shutdown(job: Job, now: float) -> JobStatus | None:
     return _end(job, JobStatus.FAILED, error, now, handler_status=JobStatus.FAILED)
 
 
-def requeue(job: Job, now: float, reason: ErrorInfo, policy: RetryPolicy) -> JobStatus | None:
+def requeue(
+    job: Job, now: float, reason: ErrorInfo, policy: RetryPolicy, *, limited: bool = True
+) -> JobStatus | None:
     """Give a running job whose worker stopped or vanished back to the queue.
 
     After `policy.max_attempts` attempts it fails for good instead, so a job that kills its
-    worker every time cannot loop forever.
+    worker every time cannot loop forever. With `limited=False` (a graceful shutdown, which
+    is no fault of the job) it always goes back.
     """
     if job.status is not JobStatus.RUNNING:
         return None
-    if job.attempt >= policy.max_attempts:
+    if limited and job.attempt >= policy.max_attempts:
         error = ErrorInfo(
             reason.type, f"gave up after {job.attempt} attempts; last: {reason.message}"
         )

@@ -44,6 +44,8 @@ class PoolSettings:
     timeouts: Mapping[str, float] = field(default_factory=dict)  # per job type
     retry: transitions.RetryPolicy = field(default_factory=transitions.RetryPolicy)
     handler_settings: Mapping[str, Any] = field(default_factory=dict)  # JobContext.settings
+    lease_seconds: float = 30.0  # durable queues: renewed every third of this while running
+    cancel_poll_seconds: float = 0.5  # shared queues: how often cancel flags are read back
 
     def timeout_for(self, job_type: str) -> float:
         return self.timeouts.get(job_type, self.timeout_seconds)
@@ -122,6 +124,8 @@ class WorkerPool:
         self._stopping = False
         self._started = False
         self._next_check = float("inf")
+        self._next_renewal = 0.0  # monotonic time of the next lease renewal
+        self._next_cancel_poll = 0.0  # monotonic time of the next read of cancel flags
         self._supervisor_wakeup = threading.Condition(self._lock)
         self._supervisor: threading.Thread | None = None
         self._errors: deque[BaseException] = deque(maxlen=100)
@@ -201,7 +205,11 @@ class WorkerPool:
         if self._queue.durable:
             reason = ErrorInfo(ErrorType.SHUTDOWN, "the service shut down during the attempt")
             change = partial(
-                transitions.requeue, now=now, reason=reason, policy=self._settings.retry
+                transitions.requeue,
+                now=now,
+                reason=reason,
+                policy=self._settings.retry,
+                limited=False,
             )
             self._safe_update(job_id, change)
         else:
@@ -421,7 +429,7 @@ class WorkerPool:
 
     def _supervise(self) -> None:
         while True:
-            wait = self.check_deadlines()
+            wait = min(self.check_deadlines(), self.maintain_leases())
             with self._lock:
                 if self._stopping and not self._running:
                     return
@@ -449,6 +457,41 @@ class WorkerPool:
         for running in expired:
             self._time_out(running)
         return min(next_deadline - now, 3600.0)
+
+    def maintain_leases(self) -> float:
+        """Renew the leases of running jobs and read back cancel requests made elsewhere.
+
+        Durable queues only: their jobs are leased, and another process may have marked one of
+        ours canceled. Returns the seconds until this is due again.
+        """
+        if not self._queue.durable:
+            return float("inf")
+        now = self._clock.monotonic()
+        with self._lock:
+            running = list(self._running)
+        if now >= self._next_renewal:
+            if running:
+                try:
+                    self._queue.renew(running)
+                except BackburnerError:
+                    logger.exception("Renewing the leases of %d jobs failed.", len(running))
+            self._next_renewal = now + self._settings.lease_seconds / 3
+        due = self._next_renewal
+        if self._queue.shared:
+            if now >= self._next_cancel_poll:
+                for job_id in running:
+                    self._read_cancel_request(job_id)
+                self._next_cancel_poll = now + self._settings.cancel_poll_seconds
+            due = min(due, self._next_cancel_poll)
+        return max(0.0, due - now)
+
+    def _read_cancel_request(self, job_id: str) -> None:
+        try:
+            job = self._store.get(job_id)
+        except BackburnerError:
+            return
+        if job.cancel_requested:
+            self.request_cancel(job_id)
 
     def _time_out(self, running: _Running) -> None:
         change = partial(transitions.time_out, now=self._clock.now(), limit=running.timeout)

@@ -341,3 +341,19 @@ def test_api_keys_guard_jobs_and_scope_them(start_service: Callable[..., LiveSer
     assert service.get(f"/jobs/{job['id']}", headers=a).status_code == 200
     assert_problem(service.get(f"/jobs/{job['id']}", headers=b), 404)
     assert service.get("/jobs", headers=b).json()["jobs"] == []
+
+
+def test_key_still_being_accepted_answers_409(service: LiveService) -> None:
+    # Hold the key the way a first request does while its upload is stored.
+    store = service.runtime.service.store
+    assert store.claim_idempotency_key(None, "slow-upload") is None
+    response = service.post(
+        "/jobs/delay", json={"seconds": 0}, headers={"Idempotency-Key": "slow-upload"}
+    )
+    assert_problem(response, 409)
+    assert response.headers["Retry-After"] == "1"
+    store.release_idempotency_key(None, "slow-upload")
+    again = service.post(
+        "/jobs/delay", json={"seconds": 0}, headers={"Idempotency-Key": "slow-upload"}
+    )
+    assert again.status_code == 202

@@ -69,9 +69,9 @@ def test_relative_paths_resolve_against_working_directory(
     assert settings["storage"]["data_dir"] == str(tmp_path / "data")
 
 
-def test_storage_follows_redis_queue() -> None:
-    settings = load_settings(environ={"BACKBURNER_QUEUE__BACKEND": "redis"})
-    assert settings["storage"]["backend"] == "redis"
+def test_redis_backend_is_refused_until_it_exists() -> None:
+    with pytest.raises(SettingsError, match=r"queue\.backend: the redis backend is not available"):
+        load_settings(environ={"BACKBURNER_QUEUE__BACKEND": "redis"})
 
 
 def test_unknown_variable_stops_start_up() -> None:
