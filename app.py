@@ -34,7 +34,7 @@ from client import add_client_commands, run_client_command
 from containers.application import ApplicationContainer, build_container
 from containers.settings import load_settings
 from handlers.registry import ContentKind, Intake, Registry, Submission, UploadedFile
-from queueing.documents import job_document
+from queueing.documents import EncodedDocuments, job_document
 from queueing.errors import (
     BackburnerError,
     IdempotencyKeyInFlight,
@@ -452,8 +452,11 @@ def register_job_routes(app: Flask, runtime: Runtime) -> None:  # noqa: PLR0915
     settings = runtime.settings
     max_bytes = settings["uploads"]["max_bytes"]
 
+    # Clients poll unchanged jobs often, so each version of a document is encoded once.
+    documents = EncodedDocuments()
+
     def send_job(job: Job, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-        response = Response(json.dumps(job_document(job)), status, mimetype="application/json")
+        response = Response(documents.encode(job), status, mimetype="application/json")
         if not job.status.is_final:
             response.headers["Retry-After"] = str(service.retry_after(job))
         for name, value in (headers or {}).items():

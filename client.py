@@ -204,7 +204,7 @@ def _call(
             detail = json.loads(text).get("detail", text)
         except (json.JSONDecodeError, AttributeError):
             detail = text
-        raise ClientError(f"{method} {path} answered {error.code}: {detail}") from None
+        raise ClientError(f"{method} {path} returned {error.code}: {detail}") from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise ClientError(f"cannot reach {base}: {reason}") from None

@@ -16,6 +16,9 @@ from queueing.estimates import DurationStats
 from queueing.local_files import LocalFileStore
 from queueing.memory import MemoryQueue, MemoryStatusStore
 from queueing.service import JobService, ServiceSettings
+from queueing.sqlite import SqliteDatabase
+from queueing.sqlite_queue import SqliteQueue
+from queueing.sqlite_store import SqliteStatusStore
 from queueing.transitions import RetryPolicy
 from queueing.workers import PoolSettings, WorkerPool
 
@@ -46,6 +49,12 @@ def service_settings(settings: Mapping[str, Any]) -> ServiceSettings:
     )
 
 
+def files_must_survive_power_loss(settings: Mapping[str, Any]) -> bool:
+    """Return whether uploads are flushed to disk, as `queue.sqlite_synchronous: full` asks."""
+    queue = settings["queue"]
+    return bool(queue["backend"] == "sqlite" and queue["sqlite_synchronous"] == "full")
+
+
 def job_resources(registry: Registry, settings: Mapping[str, Any]) -> dict[str, Any]:
     """One `ContextLocalResource` per registered per-job resource, fed the settings."""
     frozen = MappingProxyType(dict(settings))
@@ -66,18 +75,36 @@ class ApplicationContainer(containers.DeclarativeContainer):
         build_registry, config.handlers.modules, config.jobs.delay_enabled
     )
 
+    # The SQLite queue and status store share one database: the queue is the jobs table.
+    sqlite_database = providers.Singleton(
+        SqliteDatabase, config.queue.sqlite_path, config.queue.sqlite_synchronous
+    )
     job_queue = providers.Selector(
         config.queue.backend,
         memory=providers.Singleton(MemoryQueue, max_size=config.queue.max_size, clock=clock),
+        sqlite=providers.Singleton(
+            SqliteQueue,
+            sqlite_database,
+            max_size=config.queue.max_size,
+            lease_seconds=config.jobs.lease_seconds,
+            policy=providers.Factory(
+                RetryPolicy, config.jobs.max_attempts, config.jobs.retry_backoff_seconds
+            ),
+            decode=registry.provided.decode,
+            clock=clock,
+        ),
     )
     status_store = providers.Selector(
         config.queue.backend,
         memory=providers.Singleton(MemoryStatusStore),
+        sqlite=providers.Singleton(SqliteStatusStore, sqlite_database, clock=clock),
     )
     file_store = providers.Selector(
         config.storage.backend,
         local=providers.Singleton(
-            LocalFileStore, root=providers.Callable(Path, config.storage.data_dir)
+            LocalFileStore,
+            root=providers.Callable(Path, config.storage.data_dir),
+            durable=providers.Callable(files_must_survive_power_loss, config),
         ),
     )
 

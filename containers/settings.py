@@ -218,15 +218,15 @@ def load_settings(
                 raise SettingsError(
                     f"{section}.{key}", f"invalid value {value!r} from {source}; use {error}"
                 ) from None
-    # NOTE: the Redis backend is designed (shared queue, status and files for many machines)
-    # but not built yet; refusing it here beats a confusing failure later at start-up.
-    for setting, value in (
+    # NOTE: the Redis backend (queue, status and files shared by many machines) is designed
+    # but not built yet. Rejecting it here gives a clearer message than a failure later.
+    for name, value in (
         ("queue.backend", checked["queue"]["backend"]),
         ("storage.backend", checked["storage"]["backend"]),
     ):
         if value == "redis":
             raise SettingsError(
-                setting, "the redis backend is not available in this version; use memory or sqlite"
+                name, "the redis backend is not available in this version; use memory or sqlite"
             )
     if checked["storage"]["backend"] is None:
         checked["storage"]["backend"] = (

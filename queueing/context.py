@@ -24,27 +24,42 @@ class CancelToken:
     The first reason set wins; setting it again changes nothing.
     """
 
-    __slots__ = ("_event", "_reason")
+    __slots__ = ("_event", "_lock", "_reason")
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        # Every job gets a token and few ever wait on one, so the Event (a Condition and two
+        # locks) is made on the first `wait`; a bare Lock costs a tenth of it.
+        # _lock guards the writes of _reason and _event. _reason is set once, so a read of it
+        # alone (is_set, reason) sees None or the final value and needs no lock.
+        self._lock = threading.Lock()
         self._reason: str | None = None
+        self._event: threading.Event | None = None
 
     def set(self, reason: str) -> None:
-        if self._reason is None:
+        with self._lock:
+            if self._reason is not None:
+                return
             self._reason = reason
-            self._event.set()
+            event = self._event
+        if event is not None:
+            event.set()
 
     @property
     def reason(self) -> str | None:
         return self._reason
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._reason is not None
 
     def wait(self, timeout: float) -> bool:
         """Block until the token is set or `timeout` seconds pass; return whether it is set."""
-        return self._event.wait(timeout)
+        with self._lock:
+            if self._reason is not None:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
 
 class Scope(Protocol):

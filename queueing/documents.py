@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,3 +70,31 @@ def _error(error: Any) -> dict[str, str] | None:
     if error is None:
         return None
     return {"type": error.type.value, "message": error.message}
+
+
+class EncodedDocuments:
+    """The JSON text of recently sent job documents, one per job, for its latest version.
+
+    A document depends on the record alone, and every change raises the record's version, so
+    a job id and version name exactly one text. A client polling a job that has not changed
+    gets the text encoded for its first poll. Past `max_entries`, the oldest entries go.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max_entries = max_entries
+        self._lock = threading.Lock()  # guards _texts
+        self._texts: dict[str, tuple[int, str]] = {}  # job id -> (version, JSON text)
+
+    def encode(self, job: Job) -> str:
+        with self._lock:
+            cached = self._texts.get(job.id)
+        if cached is not None and cached[0] == job.version:
+            return cached[1]
+        # Encode outside the lock; two threads may both encode one version, which is harmless.
+        text = json.dumps(job_document(job))
+        with self._lock:
+            self._texts.pop(job.id, None)  # re-insert, so that eviction takes the oldest write
+            self._texts[job.id] = (job.version, text)
+            if len(self._texts) > self._max_entries:
+                del self._texts[next(iter(self._texts))]
+        return text

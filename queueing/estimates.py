@@ -36,8 +36,8 @@ class DurationStats:
     ) -> int:
         """Estimate the seconds until a job of `job_type` may be finished, at least 1.
 
-        `queued_ahead` jobs are shared among `workers`; `remaining` is what is left of a job
-        that is already running, when its progress tells.
+        `queued_ahead` jobs are shared among `workers`. `remaining` is the time left of a job
+        that is already running, when its progress or average duration gives one.
         """
         average = self.average(job_type)
         if remaining is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
 import os
 import re
 import threading
@@ -121,7 +122,8 @@ class Job:
     accepted_status: int = 202  # HTTP status of the answer that accepted the job
 
     def copy(self) -> Job:
-        return Job(*[getattr(self, name) for name in _JOB_FIELDS])
+        # Every status change and read copies a record, so this reads all fields in one C call.
+        return Job(*_read_fields(self))
 
     def to_record(self) -> dict[str, Any]:
         """Return the record as plain JSON-ready values, for the durable backends."""
@@ -158,6 +160,7 @@ class Job:
 
 
 _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+_read_fields = operator.attrgetter(*_JOB_FIELDS)
 
 
 def _error_from(value: Mapping[str, Any] | None) -> ErrorInfo | None:
@@ -209,11 +212,13 @@ def new_job_id(now: float) -> str:
     an id alone tells whether its job is past the retention period. Ids made in the same
     millisecond are in random order; `JobIdGenerator` keeps them in order.
     """
-    return _format_uuid7(int(now * 1000), int.from_bytes(os.urandom(2), "big") & 0xFFF)
+    random_bytes = os.urandom(10)
+    sequence = int.from_bytes(random_bytes[:2], "big") & 0xFFF
+    return _format_uuid7(int(now * 1000), sequence, int.from_bytes(random_bytes[2:], "big"))
 
 
-def _format_uuid7(millis: int, sequence: int) -> str:
-    rand_b = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF  # 62 bits
+def _format_uuid7(millis: int, sequence: int, random_bits: int) -> str:
+    rand_b = random_bits & 0x3FFF_FFFF_FFFF_FFFF  # 62 bits
     value = (
         ((millis & 0xFFFF_FFFF_FFFF) << 80) | (0x7 << 76) | (sequence << 64) | (0b10 << 62) | rand_b
     )
@@ -221,17 +226,26 @@ def _format_uuid7(millis: int, sequence: int) -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
+# Bytes read from os.urandom at a time by JobIdGenerator: enough for about 400 ids. Each call
+# is a system call that releases the GIL, after which the submitting thread must wait for the
+# GIL again behind busy worker threads, so ids take their random bits from a block.
+_RANDOM_BLOCK = 4096
+
+
 class JobIdGenerator:
     """Makes UUIDv7 job ids that sort in the order this process made them.
 
     Within one millisecond the 12 `rand_a` bits count up (RFC 9562, section 6.2, method 1),
-    so listings show jobs submitted in one burst in submission order.
+    so listings show jobs submitted in one burst in submission order. The random bits come
+    from os.urandom, read a block at a time.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()  # guards _millis and _sequence
+        self._lock = threading.Lock()  # guards _millis, _sequence, _random and _taken
         self._millis = 0
         self._sequence = 0
+        self._random = b""
+        self._taken = 0  # bytes of _random already used
 
     def new(self, now: float) -> str:
         millis = int(now * 1000)
@@ -239,14 +253,24 @@ class JobIdGenerator:
             if millis > self._millis:
                 self._millis = millis
                 # Start low in the range so a burst has room to count before it overflows.
-                self._sequence = int.from_bytes(os.urandom(2), "big") & 0x3FF
+                self._sequence = self._random_int(2) & 0x3FF
             else:
                 self._sequence += 1
                 if self._sequence > 0xFFF:
                     self._millis += 1
                     self._sequence = 0
             millis, sequence = self._millis, self._sequence
-        return _format_uuid7(millis, sequence)
+            random_bits = self._random_int(8)
+        return _format_uuid7(millis, sequence, random_bits)
+
+    def _random_int(self, size: int) -> int:
+        # Caller holds _lock. Each byte is used once.
+        if self._taken + size > len(self._random):
+            self._random = os.urandom(_RANDOM_BLOCK)
+            self._taken = 0
+        start = self._taken
+        self._taken += size
+        return int.from_bytes(self._random[start : self._taken], "big")
 
 
 def job_id_time(job_id: str) -> float | None:

@@ -23,8 +23,11 @@ class LocalFileStore(FileStore):
 
     name = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, durable: bool = False) -> None:
         self._jobs_dir = root / "jobs"
+        # With `durable`, each file and its folder entry are flushed to disk before `save`
+        # returns, so a file saved before a job was accepted survives a power loss too.
+        self._durable = durable
 
     def _job_dir(self, job_id: str) -> Path:
         # Job ids come from URLs; a well-formed UUIDv7 can never climb out of the folder.
@@ -44,10 +47,16 @@ class LocalFileStore(FileStore):
                 else:
                     shutil.copyfileobj(source, out, _COPY_CHUNK)
                 size = out.tell()
+                if self._durable:
+                    out.flush()
+                    os.fsync(out.fileno())
             os.replace(temporary, folder / name)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+        if self._durable:
+            _fsync_folder(folder)
+            _fsync_folder(folder.parent)
         return size
 
     def open(self, job_id: str, name: str) -> BinaryIO:
@@ -65,3 +74,12 @@ class LocalFileStore(FileStore):
         if not self._jobs_dir.is_dir():
             return []
         return sorted(entry.name for entry in self._jobs_dir.iterdir() if entry.is_dir())
+
+
+def _fsync_folder(folder: Path) -> None:
+    # A rename or a new entry is durable only once its folder is flushed too (POSIX).
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)

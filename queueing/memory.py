@@ -5,9 +5,9 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -19,38 +19,40 @@ from queueing.status_store import StatusStore
 
 T = TypeVar("T")
 
-_CLOSED = object()  # put once by close(); each getter that takes it puts it back for the next
-
 
 class MemoryQueue(JobQueue):
-    """A `queue.Queue` of notifications with a room limit and a timer for retries.
+    """A deque of notifications with a room limit and a timer for retries.
 
-    The underlying `queue.Queue` is unbounded on purpose: `reserve` enforces `max_size` for new
-    jobs, so retries of accepted jobs and the close marker can always be put.
+    `reserve` enforces `max_size` for new jobs only, so retries of accepted jobs can always be
+    put. One lock guards everything, and every section under it is a few deque and counter
+    operations. Under the GIL a thread that blocks on a lock gives the GIL away and waits for
+    it again, so each extra lock or longer section on the way of every job costs thread
+    switches when the workers are busy.
     """
 
     name = "memory"
     durable = False
 
     def __init__(self, max_size: int, clock: Clock) -> None:
-        self._ready: queue.Queue[object] = queue.Queue()
         self._max_size = max_size
         self._clock = clock
         self._lock = threading.Lock()
-        # _lock guards _reserved, _unfinished, _delayed, _closed and _timer. It is taken before
-        # _ready's own mutex (put), never the other way round.
+        # _lock guards _ready, _reserved, _unfinished, _delayed, _closed and _timer; the three
+        # conditions below share it.
+        self._ready: deque[Notification] = deque()
         self._reserved = 0  # room claimed by reserve() and not yet used by put()
         self._unfinished = 0  # notifications put (now or later) and not yet task_done()
         self._delayed: list[tuple[float, int, Notification]] = []  # heap by due time
         self._sequence = itertools.count()  # breaks ties between equal due times
         self._closed = False
         self._timer: threading.Thread | None = None
+        self._available = threading.Condition(self._lock)  # a notification is ready, or closed
         self._timer_wakeup = threading.Condition(self._lock)
         self._all_done = threading.Condition(self._lock)
 
     def reserve(self) -> None:
         with self._lock:
-            if self._ready.qsize() + self._reserved >= self._max_size:
+            if len(self._ready) + self._reserved >= self._max_size:
                 raise QueueFull(f"the queue is full ({self._max_size} jobs waiting)")
             self._reserved += 1
 
@@ -62,7 +64,8 @@ class MemoryQueue(JobQueue):
         with self._lock:
             self._reserved -= 1
             self._unfinished += 1
-            self._ready.put(notification)
+            self._ready.append(notification)
+            self._available.notify()
 
     def put_later(self, notification: Notification, at: float) -> None:
         with self._lock:
@@ -81,7 +84,8 @@ class MemoryQueue(JobQueue):
             now = self._clock.now()
             while self._delayed and self._delayed[0][0] <= now:
                 _, _, notification = heapq.heappop(self._delayed)
-                self._ready.put(notification)
+                self._ready.append(notification)
+                self._available.notify()
             return self._delayed[0][0] - now if self._delayed else None
 
     def _run_timer(self) -> None:
@@ -93,19 +97,22 @@ class MemoryQueue(JobQueue):
                 self._timer_wakeup.wait(wait)
 
     def get(self, timeout: float | None = None) -> Notification | None:
-        if self._closed:
-            return None
-        try:
-            item = self._ready.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if item is _CLOSED or self._closed:
-            # Put it back: the marker must wake the other getters too, and a notification taken
-            # after close stays queued for drain().
-            self._ready.put(item)
-            return None
-        assert isinstance(item, Notification)
-        return item
+        # Waits use the real monotonic clock, not the injected one: a test's manual clock does
+        # not move while a thread waits.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while not self._ready and not self._closed:
+                if deadline is None:
+                    self._available.wait()
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._available.wait(remaining)
+            if self._closed:
+                # What is still queued stays there for drain().
+                return None
+            return self._ready.popleft()
 
     def task_done(self, notification: Notification) -> None:
         with self._lock:
@@ -125,45 +132,43 @@ class MemoryQueue(JobQueue):
 
     def depth(self) -> int:
         with self._lock:
-            marker = 1 if self._closed else 0
-            return max(0, self._ready.qsize() - marker) + len(self._delayed)
+            return len(self._ready) + len(self._delayed)
 
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._ready.put(_CLOSED)
+            self._available.notify_all()
             self._timer_wakeup.notify()
 
     def drain(self) -> list[Notification]:
-        drained: list[Notification] = []
         with self._lock:
-            while True:
-                try:
-                    item = self._ready.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(item, Notification):
-                    drained.append(item)
+            drained = list(self._ready)
+            self._ready.clear()
             drained.extend(notification for _, _, notification in sorted(self._delayed))
             self._delayed.clear()
             self._unfinished -= len(drained)
-            if self._closed:
-                self._ready.put(_CLOSED)
             self._all_done.notify_all()
         return drained
 
 
 class MemoryStatusStore(StatusStore):
-    """Job records in a dict, with one lock around every read and write."""
+    """Job records in a dict, with one lock around every read and write of the dict.
+
+    A record in the dict is never changed once stored: `update` puts a changed copy in its
+    place. So a reader takes the record under the lock and copies it after releasing it, and
+    the lock is held for dict operations only, except while an update copies and changes one
+    record. Under the GIL a thread that finds a lock taken gives up the GIL and must queue for
+    it again, so every extra or longer hold of this lock costs thread switches on a busy pool.
+    """
 
     name = "memory"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # _lock guards _jobs (and every record in it), _order, _keys and _waiters. Change
-        # functions run under it; copies and JSON encoding happen outside it.
+        # _lock guards _jobs, _order, _keys and _waiters. The records themselves are never
+        # changed after they are stored, so copying one needs no lock.
         self._jobs: dict[str, Job] = {}
         self._order: list[str] = []  # every id in _jobs, sorted (UUIDv7 sorts by creation time)
         self._keys: dict[tuple[str | None, str], str | None] = {}  # -> job id, None while claimed
@@ -183,19 +188,24 @@ class MemoryStatusStore(StatusStore):
     def get(self, job_id: str) -> Job:
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is None:
-                raise JobNotFound(job_id)
-            return job.copy()
+        if job is None:
+            raise JobNotFound(job_id)
+        return job.copy()
 
     def update(self, job_id: str, change: Callable[[Job], T | None]) -> T | None:
+        # The copy and the change run under the lock. Running them outside it and swapping the
+        # result in, with a retry when another update came first, took the lock twice per
+        # update, and on a busy pool the extra thread switches cost more than the change.
         with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None:
+            current = self._jobs.get(job_id)
+            if current is None:
                 raise JobNotFound(job_id)
-            result = change(job)
+            draft = current.copy()
+            result = change(draft)
             if result is None:
                 return None
-            job.version += 1
+            draft.version = current.version + 1
+            self._jobs[job_id] = draft
             waiters = self._waiters.pop(job_id, None)
         if waiters:
             for event in waiters:
@@ -237,10 +247,10 @@ class MemoryStatusStore(StatusStore):
                     continue
                 if query.type is not None and job.type != query.type:
                     continue
-                found.append(job.copy())
+                found.append(job)
                 if len(found) >= query.limit:
                     break
-        return found
+        return [job.copy() for job in found]
 
     def wait_for_change(self, job_id: str, version: int, timeout: float) -> Job:
         event = threading.Event()
@@ -248,9 +258,11 @@ class MemoryStatusStore(StatusStore):
             job = self._jobs.get(job_id)
             if job is None:
                 raise JobNotFound(job_id)
-            if job.version > version:
-                return job.copy()
-            self._waiters.setdefault(job_id, []).append(event)
+            changed = job.version > version
+            if not changed:
+                self._waiters.setdefault(job_id, []).append(event)
+        if changed:
+            return job.copy()
         event.wait(timeout)
         with self._lock:
             waiting = self._waiters.get(job_id)
@@ -258,10 +270,10 @@ class MemoryStatusStore(StatusStore):
                 waiting.remove(event)
                 if not waiting:
                     del self._waiters[job_id]
-            job = self._jobs.get(job_id)
-            if job is None:
-                raise JobNotFound(job_id)
-            return job.copy()
+            latest = self._jobs.get(job_id)
+        if latest is None:
+            raise JobNotFound(job_id)
+        return latest.copy()
 
     def purge(self, created_before: float) -> list[str]:
         purged: list[str] = []
@@ -293,9 +305,9 @@ class MemoryStatusStore(StatusStore):
                     raise IdempotencyKeyInFlight(
                         f"a request with Idempotency-Key {key!r} is still being accepted"
                     )
-                job = self._jobs.get(job_id)
-                if job is not None:
-                    return job.copy()
+                earlier = self._jobs.get(job_id)
+                if earlier is not None:
+                    return earlier.copy()
             self._keys[(owner, key)] = None
             return None
 

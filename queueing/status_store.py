@@ -41,6 +41,8 @@ class StatusStore(ABC):
         `change` returns None to leave the record as it was; anything else means it changed
         the record, which is then saved with `version + 1` and wakes `wait_for_change`.
         It runs under the store's lock, so it must be quick and must not use the store.
+        A store may call it more than once, each time on a fresh copy (the SQLite store
+        retries it when another writer came first), so it must have no other side effect.
         Raises JobNotFound, or whatever `change` raises (then nothing is saved).
         """
 

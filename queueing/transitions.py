@@ -44,7 +44,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class StartedAttempt:
-    """What a worker needs to know about the attempt it just started."""
+    """The facts a worker needs about the attempt it just started."""
 
     number: int
     earlier: Mapping[str, HandlerOutcome]  # outcomes of handlers that already succeeded

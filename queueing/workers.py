@@ -124,6 +124,7 @@ class WorkerPool:
         self._stopping = False
         self._started = False
         self._next_check = float("inf")
+        self._shortest_timeout = min([settings.timeout_seconds, *settings.timeouts.values()])
         self._next_renewal = 0.0  # monotonic time of the next lease renewal
         self._next_cancel_poll = 0.0  # monotonic time of the next read of cancel flags
         self._supervisor_wakeup = threading.Condition(self._lock)
@@ -178,8 +179,10 @@ class WorkerPool:
             self._supervisor_wakeup.notify()
         now = self._clock.now()
         for running in stragglers:
-            running.token.set("shutdown")
+            # Record the end first: a handler that sees its token could otherwise record its
+            # own end (canceled) before the shutdown puts the job back in the queue.
             self._end_interrupted(running.job_id, now)
+            running.token.set("shutdown")
         drained = self._queue.drain()
         for notification in drained:
             self._safe_update(notification.job_id, partial(transitions.fail_for_shutdown, now=now))
@@ -429,12 +432,17 @@ class WorkerPool:
 
     def _supervise(self) -> None:
         while True:
+            # Count the wait from before the checks: a job started since then, whose deadline
+            # is later than the earliest one found, then does not wake the supervisor. Counting
+            # from after them woke it for every job that started during the checks, which
+            # kept it waking on a busy pool and cost the workers a GIL hand-over each time.
+            checked_at = self._clock.monotonic()
             wait = min(self.check_deadlines(), self.maintain_leases())
             with self._lock:
                 if self._stopping and not self._running:
                     return
-                self._next_check = self._clock.monotonic() + wait
-                self._supervisor_wakeup.wait(wait)
+                self._next_check = checked_at + wait
+                self._supervisor_wakeup.wait(max(0.0, self._next_check - self._clock.monotonic()))
                 self._next_check = float("inf")
 
     def check_deadlines(self) -> float:
@@ -456,7 +464,9 @@ class WorkerPool:
                     next_deadline = min(next_deadline, running.deadline)
         for running in expired:
             self._time_out(running)
-        return min(next_deadline - now, 3600.0)
+        # A job that starts later has a deadline at least the shortest timeout away, so waiting
+        # no longer than that means starting a job never has to wake the supervisor.
+        return min(next_deadline - now, self._shortest_timeout, 3600.0)
 
     def maintain_leases(self) -> float:
         """Renew the leases of running jobs and read back cancel requests made elsewhere.

@@ -99,7 +99,7 @@ def test_refused_request_exits_2_with_detail(
 ) -> None:
     code, _, err = run_cli(capsys, "submit", "delay", "--json", "{}", "--url", service.url)
     assert code == 2
-    assert "422" in err
+    assert "returned 422" in err
     assert "seconds: missing" in err
 
 

@@ -1,0 +1,1 @@
+"""Backburner's benchmarks: `make bench` or `make bench-quick` writes `BENCHMARKS.md`."""
