@@ -13,8 +13,10 @@ import hashlib
 import hmac
 import json
 import logging
+import logging.handlers
 import mimetypes
 import os
+import queue
 import signal
 import sys
 import threading
@@ -764,14 +766,27 @@ class Server:
         self._server.trigger.pull_trigger()
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
+def configure_logging(level: str) -> logging.handlers.QueueListener:
+    """Log to standard error through a queue; stop the returned listener to flush it.
+
+    Worker and request threads only put records on the queue. Writing to the stream holds
+    the handler's lock across a system call, and with many threads that lock made them queue
+    behind each other for the GIL.
+    """
+    output = logging.StreamHandler()
+    output.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s")
     )
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, output)
+    logging.basicConfig(level=level, handlers=[logging.handlers.QueueHandler(records)])
     logging.getLogger("waitress.queue").setLevel(logging.ERROR if level != "DEBUG" else level)
-    # Pillow only warns about images between its two decompression-bomb limits; an image that
-    # large is a refusal here, so the warning becomes an error the thumbnails parser catches.
+    # Pillow only warns about images between its two decompression-bomb limits. An image that
+    # large is rejected here, so the warning becomes an error, which the thumbnails parser
+    # catches.
     warnings.simplefilter("error", Image.DecompressionBombWarning)
+    listener.start()
+    return listener
 
 
 def fail(message: str) -> NoReturn:
@@ -786,7 +801,7 @@ def serve_command(args: argparse.Namespace) -> int:
     if args.port is not None:
         overrides["server"]["port"] = args.port
     settings = load_settings(os.environ, overrides)
-    configure_logging(settings["logging"]["level"])
+    log_listener = configure_logging(settings["logging"]["level"])
     container = build_container(settings)
     app = create_app(container)
     runtime: Runtime = app.extensions[EXTENSION]
@@ -807,6 +822,7 @@ def serve_command(args: argparse.Namespace) -> int:
     )
     server.serve()
     logger.info("Stopped.")
+    log_listener.stop()
     return 0
 
 
@@ -819,7 +835,7 @@ def worker_command(args: argparse.Namespace) -> int:
         )
     if settings["workers"]["threads"] < 1:
         fail("workers.threads is 0; a worker process needs at least one thread")
-    configure_logging(settings["logging"]["level"])
+    log_listener = configure_logging(settings["logging"]["level"])
     container = build_container(settings)
     pool = container.worker_pool()
     done = threading.Event()
@@ -833,6 +849,8 @@ def worker_command(args: argparse.Namespace) -> int:
     logger.info("Worker process started with %d threads.", settings["workers"]["threads"])
     done.wait()
     container.status_store().close()
+    logger.info("Worker process stopped.")
+    log_listener.stop()
     return 0
 
 

@@ -175,7 +175,9 @@ class MemoryStatusStore(StatusStore):
         self._waiters: dict[str, list[threading.Event]] = {}
 
     def create(self, job: Job, payload: Mapping[str, Any] | None = None) -> None:
-        record = job.copy()
+        # Stored records are never changed (an update stores a changed copy), so the caller's
+        # record can be kept as it is, and the caller may go on reading it.
+        record = job
         with self._lock:
             self._jobs[record.id] = record
             if not self._order or record.id > self._order[-1]:

@@ -25,6 +25,8 @@ class StatusStore(ABC):
     def create(self, job: Job, payload: Mapping[str, Any] | None = None) -> None:
         """Store a new job's record and its idempotency key, if it has one.
 
+        The store may keep `job` itself: the caller must not change it afterwards.
+
         `payload` is the job's notification as plain values (`Notification.to_payload`).
         Durable backends keep it with the record, so that the job can run after a restart;
         the memory backend ignores it.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from queueing.errors import JobStateConflict
@@ -26,6 +27,8 @@ from queueing.jobs import (
 )
 
 MAX_RETRY_DELAY = 60.0
+NOTHING_EARLIER: Mapping[str, HandlerOutcome] = MappingProxyType({})
+_UNFINISHED = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -80,10 +83,16 @@ def start(job: Job, now: float) -> StartedAttempt | None:
     job.started_at = now
     job.next_attempt_at = None
     job.attempts = (*job.attempts, Attempt(job.attempt, now))
-    earlier = {h.name: h for h in job.handlers if h.status is JobStatus.SUCCEEDED}
-    job.handlers = tuple(
-        h if h.name in earlier else HandlerOutcome(h.name, JobStatus.RUNNING) for h in job.handlers
-    )
+    if job.attempt == 1:
+        # Nothing ran before the first attempt; this path runs for nearly every job.
+        earlier: Mapping[str, HandlerOutcome] = NOTHING_EARLIER
+        job.handlers = tuple(HandlerOutcome(h.name, JobStatus.RUNNING) for h in job.handlers)
+    else:
+        earlier = {h.name: h for h in job.handlers if h.status is JobStatus.SUCCEEDED}
+        job.handlers = tuple(
+            h if h.name in earlier else HandlerOutcome(h.name, JobStatus.RUNNING)
+            for h in job.handlers
+        )
     job.progress = NO_PROGRESS
     job.eta = None
     return StartedAttempt(job.attempt, earlier)
@@ -133,7 +142,8 @@ def finish(
     if job.status is not JobStatus.RUNNING:
         return None
     job.handlers = _merge_outcomes(job.handlers, outcomes)
-    job.files = (*job.files, *(name for name in files if name not in job.files))
+    if files:
+        job.files = (*job.files, *(name for name in files if name not in job.files))
     failed = [h for h in outcomes if h.status is JobStatus.FAILED]
     interrupted = any(h.status is JobStatus.CANCELED for h in outcomes)
 
@@ -169,6 +179,10 @@ def finish(
 def _merge_outcomes(
     current: Sequence[HandlerOutcome], outcomes: Sequence[HandlerOutcome]
 ) -> tuple[HandlerOutcome, ...]:
+    if len(current) == len(outcomes) and all(
+        old.name == new.name for old, new in zip(current, outcomes, strict=True)
+    ):
+        return tuple(outcomes)
     by_name = {h.name: h for h in outcomes}
     merged = [by_name.pop(h.name, h) for h in current]
     merged.extend(by_name.values())
@@ -204,13 +218,13 @@ def _end(
     job.next_attempt_at = None
     job.eta = None
     _close_attempt(job, now, attempt_error or error)
-    unfinished = (JobStatus.QUEUED, JobStatus.RUNNING)
-    job.handlers = tuple(
-        HandlerOutcome(h.name, handler_status or status, h.error, h.output, h.error_type)
-        if h.status in unfinished
-        else h
-        for h in job.handlers
-    )
+    if any(h.status in _UNFINISHED for h in job.handlers):
+        job.handlers = tuple(
+            HandlerOutcome(h.name, handler_status or status, h.error, h.output, h.error_type)
+            if h.status in _UNFINISHED
+            else h
+            for h in job.handlers
+        )
     return status
 
 
