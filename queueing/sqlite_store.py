@@ -26,17 +26,15 @@ STALE_CLAIM_SECONDS = 60.0
 # that other processes (`backburner worker`) made.
 POLL_SECONDS = 0.15
 
-# The worker side's changes. At `synchronous=full` they are committed before update()
-# returns and before waiters wake, so they are visible and survive a killed process. But they
-# wait for no fsync: they reach the disk with the next one. The next accepted job, cancel or
-# delete makes one, and so does a worker that found no job for `sqlite_queue.POLL_SECONDS`.
-# If a power cut loses one, the job is back to running or queued, and its lease brings it
-# back to run again, as delivery is at least once anyway. So the fsync that an accepted job
-# waits for is the only one per job. Any other change, including one wrapped in something
-# other than functools.partial, waits for its fsync.
-_CHANGES_WITHOUT_FSYNC = frozenset(
-    {transitions.start, transitions.record_progress, transitions.finish}
-)
+# The worker side's changes that a client cannot rely on anyway. At `synchronous=full` they are
+# committed before update() returns and before waiters wake, so they are visible and survive a
+# killed process. But they wait for no fsync: they reach the disk with the next one. The next
+# accepted job, finish, cancel or delete makes one, and so does a worker that found no job for
+# `sqlite_queue.POLL_SECONDS`. If a power cut loses one, the job is back to queued or an
+# earlier progress, and its lease brings it back to run again. A finish does wait for its
+# fsync: a client told "succeeded" must never see the job run again after a power cut. Any
+# other change, including one wrapped in something other than functools.partial, waits too.
+_CHANGES_WITHOUT_FSYNC = frozenset({transitions.start, transitions.record_progress})
 
 # The purge's rows. Job ids are UUIDv7, whose first 48 bits are the creation time in ms, so
 # the scan of the primary key stops at the first id made after `:id_bound`.

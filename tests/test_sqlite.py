@@ -349,7 +349,7 @@ def test_full_fsyncs_accepts_not_worker_writes(
     assert len(syncs) == after_accept + 1
 
 
-def test_idle_worker_fsyncs_finished_jobs(
+def test_full_fsyncs_finish_before_returning(
     open_process: OpenProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     syncs: list[int] = []
@@ -374,9 +374,31 @@ def test_idle_worker_fsyncs_finished_jobs(
         rng=random.Random(3),
     )
     assert process.store.update(job.id, change) is JobStatus.SUCCEEDED
+    assert len(syncs) == 2  # the accept's and the finish's
+
+
+def test_idle_worker_fsyncs_progress(
+    open_process: OpenProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncs: list[int] = []
+    real_fdatasync = os.fdatasync
+
+    def counting_fdatasync(descriptor: int) -> None:
+        syncs.append(descriptor)
+        real_fdatasync(descriptor)
+
+    monkeypatch.setattr(os, "fdatasync", counting_fdatasync)
+    monkeypatch.setattr(sqlite_queue, "POLL_SECONDS", 0.01)
+    process = open_process("full")
+    job = process.submit()
+    assert process.take() is not None
+    progress = Progress(1, 2)
+    process.store.update(
+        job.id, partial(transitions.record_progress, progress=progress, now=process.clock.now())
+    )
     assert len(syncs) == 1  # the accept's
 
-    # A worker that waits in vain for the next job syncs the finish.
+    # A worker that waits in vain for the next job syncs the progress.
     assert process.queue.get(timeout=0.1) is None
     assert len(syncs) == 2
 
