@@ -92,7 +92,7 @@ class Runtime:
         """Stop accepting jobs, give running ones the grace period, then stop them."""
         self.service.stop_accepting()
         grace = self.settings["shutdown"]["grace_seconds"]
-        logger.info("Shutting down: new jobs are refused; running jobs get %g s.", grace)
+        logger.info("Shutting down: rejecting new jobs, giving running jobs %g s.", grace)
         if self.pool is not None:
             self.pool.stop(grace)
         self.housekeeper.stop()
@@ -293,8 +293,10 @@ def read_submission(kind: ContentKind) -> Submission:
 
 
 def submission_digest(job_type: str, submission: Submission) -> str:
-    """Digest of what a request asks for: its fields and a hash of each file, never the raw
-    multipart bytes (their boundary differs on every request)."""
+    """Return a digest of a request's content: its fields and a hash of each file.
+
+    The raw multipart bytes are never hashed, because their boundary differs on every request.
+    """
     outer = hashlib.sha256(job_type.encode())
     if submission.content == "json":
         outer.update(json.dumps(submission.json, sort_keys=True).encode())
@@ -366,7 +368,7 @@ def decode_cursor(cursor: str) -> str:
 
 
 def create_app(container: ApplicationContainer) -> Flask:
-    """Build the Flask app on a container; `app.extensions["backburner"]` holds the Runtime.
+    """Build the Flask app on a container; `app.extensions["backburner"]` is the Runtime.
 
     Nothing starts here: `Runtime.start()` starts the worker threads and housekeeping.
     """
@@ -858,7 +860,7 @@ def install_signal_handlers(shut_down: Callable[[], None]) -> None:
     """Run `shut_down` on a thread of its own at the first SIGTERM or SIGINT.
 
     The shutdown takes up to the grace period, and a signal handler must return at once so
-    the server can go on answering (with 503) meanwhile. A second signal exits at once.
+    the server can go on responding (with 503) meanwhile. A second signal exits at once.
     """
     started = threading.Event()
 

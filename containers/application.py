@@ -50,13 +50,13 @@ def service_settings(settings: Mapping[str, Any]) -> ServiceSettings:
 
 
 def files_must_survive_power_loss(settings: Mapping[str, Any]) -> bool:
-    """Return whether uploads are flushed to disk, as `queue.sqlite_synchronous: full` asks."""
+    """Return whether saved files are flushed to disk, as `sqlite_synchronous: full` requires."""
     queue = settings["queue"]
     return bool(queue["backend"] == "sqlite" and queue["sqlite_synchronous"] == "full")
 
 
 def job_resources(registry: Registry, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """One `ContextLocalResource` per registered per-job resource, fed the settings."""
+    """Build one `ContextLocalResource` per registered per-job resource, given the settings."""
     frozen = MappingProxyType(dict(settings))
     return {
         name: providers.ContextLocalResource(factory, frozen)

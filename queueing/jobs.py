@@ -14,7 +14,7 @@ from typing import Any, Self
 
 
 class JobStatus(StrEnum):
-    """Where a job is in its life; the values are written unchanged to JSON, SQLite and Redis."""
+    """The stage of a job's life. The values are written unchanged to JSON and SQLite."""
 
     QUEUED = "queued"  # accepted and waiting for a worker, or for the time of its next attempt
     RUNNING = "running"  # a worker is running its handlers
@@ -31,7 +31,7 @@ _FINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
 
 
 class ErrorType(StrEnum):
-    """Why a job failed; the `error.type` member of the job document."""
+    """The cause of a job's failure: the `error.type` member of the job document."""
 
     INVALID_INPUT = "invalid_input"  # the input cannot be processed; never retried
     HANDLER_ERROR = "handler_error"  # a handler raised; retried up to `jobs.max_attempts`
@@ -60,7 +60,7 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class HandlerOutcome:
-    """What one handler of a job did.
+    """The outcome of one handler of a job.
 
     `output` (its part of the result) and `error_type` stay internal: the job document shows
     the merged result and the job's own error.
@@ -119,7 +119,7 @@ class Job:
     owner: str | None = None  # digest of the API key that submitted the job, when keys are on
     idempotency_key: str | None = None
     request_digest: str | None = None  # digest of the request content, for idempotent replays
-    accepted_status: int = 202  # HTTP status of the answer that accepted the job
+    accepted_status: int = 202  # HTTP status of the response that accepted the job
 
     def copy(self) -> Job:
         # Every status change and read copies a record, so this reads all fields in one C call.
@@ -209,7 +209,7 @@ def new_job_id(now: float) -> str:
     """Return a UUIDv7 (RFC 9562) for a job created at `now` (Unix seconds).
 
     The first 48 bits are the creation time in milliseconds, so ids sort by creation time and
-    an id alone tells whether its job is past the retention period. Ids made in the same
+    an id alone shows whether its job is past the retention period. Ids made in the same
     millisecond are in random order; `JobIdGenerator` keeps them in order.
     """
     random_bytes = os.urandom(10)

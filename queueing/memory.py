@@ -280,8 +280,8 @@ class MemoryStatusStore(StatusStore):
     def purge(self, created_before: float) -> list[str]:
         purged: list[str] = []
         with self._lock:
-            # Ids are in creation order, so the scan stops at the first young job; unfinished
-            # old jobs are kept (they are still running or waiting) and skipped.
+            # Ids are in creation order, so the scan stops at the first young job. Old jobs that
+            # are still queued or running are kept.
             for job_id in self._order:
                 job = self._jobs[job_id]
                 if job.created_at >= created_before:
@@ -297,6 +297,10 @@ class MemoryStatusStore(StatusStore):
             if purged:
                 gone = set(purged)
                 self._order = [job_id for job_id in self._order if job_id not in gone]
+                # A dict keeps the table of its largest size after deletions. Copying it
+                # frees that memory once a burst of jobs has been purged.
+                if len(purged) > len(self._jobs):
+                    self._jobs = dict(self._jobs)
         return purged
 
     def claim_idempotency_key(self, owner: str | None, key: str) -> Job | None:

@@ -73,7 +73,7 @@ class StatusStore(ABC):
 
         Returns None when the key is new: it is then held for the caller until `create` stores
         a job with it or `release_idempotency_key` frees it. Raises IdempotencyKeyInFlight
-        while another request holds it.
+        while another request has claimed it.
         """
 
     @abstractmethod

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 class HandlerSource(Protocol):
-    """What the pool needs of the registry: the job type and handlers of a notification."""
+    """The part of the registry the pool uses: a notification's job type and handlers."""
 
     def for_notification(self, notification: type[Notification]) -> Any: ...
 
@@ -86,8 +86,8 @@ class _Running:
 class WorkerPool:
     """Runs jobs on `settings.threads` daemon threads, with timeouts, retries and cancel.
 
-    A supervisor thread ends jobs that pass their timeout; a handler that ignores its cancel
-    token keeps its thread, which the pool then abandons and replaces.
+    A supervisor thread ends jobs that pass their timeout. A handler that ignores its cancel
+    token keeps its thread, so the pool abandons that thread and starts a replacement.
     """
 
     def __init__(
@@ -158,9 +158,9 @@ class WorkerPool:
     def stop(self, grace: float) -> ShutdownReport:
         """Stop taking jobs, give running ones `grace` seconds, then stop the rest.
 
-        The order matters: the queue closes first so no worker starts another job while the
-        running ones finish; only then are the stragglers interrupted and the queue drained.
-        Durable queues take interrupted jobs back for the next start; the memory queue keeps
+        The order matters. The queue closes first, so no worker starts another job while the
+        running ones finish. Only then are the stragglers interrupted and the queue drained.
+        Durable queues take interrupted jobs back for the next start. The memory queue keeps
         nothing, so its interrupted and queued jobs end `failed` with error type `shutdown`.
         """
         with self._lock:
@@ -272,7 +272,7 @@ class WorkerPool:
                     self._process(notification, worker)
                 finally:
                     if worker.retired:
-                        # Leave the counts before task_done(), so whoever join()s sees them.
+                        # Leave the counts before task_done(), so join() sees them current.
                         self._leave(worker)
                     self._queue.task_done(notification)
         finally:
