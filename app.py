@@ -39,6 +39,7 @@ from handlers.registry import ContentKind, Intake, Registry, Submission, Uploade
 from queueing.documents import EncodedDocuments, job_document
 from queueing.errors import (
     BackburnerError,
+    BackendUnavailable,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     InvalidInput,
@@ -56,7 +57,7 @@ from queueing.errors import (
 )
 from queueing.files import is_valid_file_name
 from queueing.jobs import Job, JobQuery, JobStatus, job_id_time
-from queueing.service import Housekeeper, JobService
+from queueing.service import DISCONNECT_CHECK_SECONDS, Housekeeper, JobService, WaitSlot
 from queueing.transitions import new_job
 from queueing.workers import WorkerPool
 
@@ -70,6 +71,7 @@ SSE_KEEPALIVE_SECONDS = 15.0
 # waitress refuses bodies past this on its own, with a plain-text 413, as a backstop behind
 # the app's own Content-Length check (multipart framing adds a little to the upload itself).
 WAITRESS_BODY_SLACK = 1024 * 1024
+WAITRESS_REQUEST_LOOKAHEAD = 4  # pipelined requests waitress buffers per connection
 
 
 @dataclass
@@ -269,8 +271,10 @@ def read_submission(kind: ContentKind) -> Submission:
     if kind == "json":
         raw = request.get_data(cache=False)
         try:
-            body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            body = json.loads(raw, object_pairs_hook=_without_duplicate_keys)
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors, and so is an integer too long
+        # to convert; a RecursionError comes from arrays nested thousands deep.
+        except (ValueError, RecursionError) as error:
             raise MalformedRequest(f"the body is not valid JSON: {error}") from None
         if not isinstance(body, dict):
             raise InvalidInput("(body)", 'must be a JSON object, e.g. {"seconds": 1}')
@@ -290,6 +294,15 @@ def read_submission(kind: ContentKind) -> Submission:
         part = parts[0]
         files[name] = UploadedFile(name, part.filename, part.stream)  # type: ignore[arg-type]
     return Submission("multipart", fields=fields, files=files)
+
+
+def _without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise InvalidInput(key, "sent more than once; send each field once")
+        found[key] = value
+    return found
 
 
 def submission_digest(job_type: str, submission: Submission) -> str:
@@ -327,7 +340,8 @@ def parse_wait(value: str | None, name: str) -> float | None:
 def parse_prefer_wait(header: str | None) -> float | None:
     # RFC 7240: preferences a server cannot understand are ignored, never an error.
     for preference in (header or "").split(","):
-        name, _, value = preference.strip().partition("=")
+        token = preference.split(";", 1)[0]  # parameters after ";" do not change the wait
+        name, _, value = token.strip().partition("=")
         if name.strip().lower() == "wait":
             try:
                 seconds = float(value.strip().strip('"'))
@@ -542,7 +556,7 @@ def register_job_routes(app: Flask, runtime: Runtime) -> None:  # noqa: PLR0915
     def get_job(job_id: str) -> Response:
         wait = parse_wait(request.args.get("wait"), "wait")
         if wait is not None and wait > 0:
-            return send_job(service.wait(job_id, g.owner, wait))
+            return send_job(service.wait(job_id, g.owner, wait, client_gone()))
         return send_job(service.get(job_id, g.owner))
 
     @app.get("/jobs/<job_id>/result")
@@ -604,7 +618,9 @@ def register_job_routes(app: Flask, runtime: Runtime) -> None:  # noqa: PLR0915
         if job_type is not None and job_type not in registry.names():
             raise BadParameter("type", "must be one of " + ", ".join(registry.names()))
         limit_text = args.get("limit", str(DEFAULT_LIST_LIMIT))
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIST_LIMIT:
+        if not (limit_text.isascii() and limit_text.isdigit()) or not (
+            1 <= int(limit_text) <= MAX_LIST_LIMIT
+        ):
             raise BadParameter("limit", f"must be a whole number from 1 to {MAX_LIST_LIMIT}")
         cursor = args.get("cursor")
         query = JobQuery(
@@ -625,16 +641,19 @@ def register_job_routes(app: Flask, runtime: Runtime) -> None:  # noqa: PLR0915
     def job_events(job_id: str) -> Response:
         job = service.get(job_id, g.owner)
         last_seen = request.headers.get("Last-Event-ID", "")
-        after = int(last_seen) if last_seen.isdigit() else 0
-        if not service.hold_wait_slot():
+        after = int(last_seen) if last_seen.isascii() and last_seen.isdigit() else 0
+        slot = service.take_wait_slot()
+        if slot is None:
             raise WaitSlotsExhausted("every event-stream slot of this process is taken")
-        stream = job_event_stream(service, job, after)
-        return Response(
+        stream = job_event_stream(service, job, after, client_gone(), slot)
+        response = Response(
             stream,
             200,
             mimetype="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
+        response.call_on_close(slot.release)
+        return response
 
     @app.get("/health")
     def health() -> Response:
@@ -647,10 +666,19 @@ def register_job_routes(app: Flask, runtime: Runtime) -> None:  # noqa: PLR0915
         )
 
 
-def job_event_stream(service: JobService, job: Job, after: int) -> Iterator[str]:
-    """Server-Sent Events for one job: `status` now, `status`/`progress` on change, `end`.
+def client_gone() -> Callable[[], bool]:
+    """Return a check for whether the client of this request disconnected (waitress only)."""
+    check = request.environ.get("waitress.client_disconnected")
+    return check if callable(check) else lambda: False
 
-    Each event's id is the document's version, so `Last-Event-ID` resumes a stream.
+
+def job_event_stream(
+    service: JobService, job: Job, after: int, gone: Callable[[], bool], slot: WaitSlot
+) -> Iterator[str]:
+    """Yield Server-Sent Events for one job: `status` now, then each change, then `end`.
+
+    Each event's id is the document's version, so `Last-Event-ID` resumes a stream. The stream
+    stops within a second of its client disconnecting, to free the wait slot.
     """
 
     def event(name: str, current: Job) -> str:
@@ -661,11 +689,18 @@ def job_event_stream(service: JobService, job: Job, after: int) -> Iterator[str]
     try:
         if job.version > after or job.status.is_final:
             yield event("status", job)
+        quiet = 0.0  # seconds since the last event or keep-alive comment
         while not job.status.is_final:
-            changed = service.store.wait_for_change(job.id, job.version, SSE_KEEPALIVE_SECONDS)
+            changed = service.store.wait_for_change(job.id, job.version, DISCONNECT_CHECK_SECONDS)
+            if gone():
+                return
             if changed.version == job.version:
-                yield ": keep-alive\n\n"
+                quiet += DISCONNECT_CHECK_SECONDS
+                if quiet >= SSE_KEEPALIVE_SECONDS:
+                    quiet = 0.0
+                    yield ": keep-alive\n\n"
                 continue
+            quiet = 0.0
             name = "status" if changed.status != job.status else "progress"
             job = changed
             if not job.status.is_final:
@@ -674,7 +709,7 @@ def job_event_stream(service: JobService, job: Job, after: int) -> Iterator[str]
     except JobNotFound:
         yield "event: end\ndata: null\n\n"
     finally:
-        service.release_wait_slot()
+        slot.release()
 
 
 def health_response(runtime: Runtime) -> Response:
@@ -735,6 +770,9 @@ class Server:
             max_request_header_size=server["max_header_bytes"],
             max_request_body_size=settings["uploads"]["max_bytes"] + WAITRESS_BODY_SLACK,
             ident="backburner",
+            # Reading ahead while a request runs is what lets waitress notice a client that
+            # disconnected, so a long-poll or event stream frees its wait slot early.
+            channel_request_lookahead=WAITRESS_REQUEST_LOOKAHEAD,
             **options,
         )
         self._stopping = threading.Event()
@@ -781,7 +819,10 @@ def configure_logging(level: str) -> logging.handlers.QueueListener:
     )
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     listener = logging.handlers.QueueListener(records, output)
-    logging.basicConfig(level=level, handlers=[logging.handlers.QueueHandler(records)])
+    enqueue = logging.handlers.QueueHandler(records)
+    # The queue handler merges the arguments into the message; the output handler formats it.
+    enqueue.setFormatter(logging.Formatter("%(message)s"))
+    logging.basicConfig(level=level, handlers=[enqueue])
     logging.getLogger("waitress.queue").setLevel(logging.ERROR if level != "DEBUG" else level)
     # Pillow only warns about images between its two decompression-bomb limits. An image that
     # large is rejected here, so the warning becomes an error, which the thumbnails parser
@@ -807,7 +848,13 @@ def serve_command(args: argparse.Namespace) -> int:
     container = build_container(settings)
     app = create_app(container)
     runtime: Runtime = app.extensions[EXTENSION]
-    server = Server(app, settings)
+    address = f"{settings['server']['host']}:{settings['server']['port']}"
+    try:
+        server = Server(app, settings)
+    # waitress raises OSError for a port in use and ValueError for a host it cannot resolve.
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        fail(f"cannot listen on {address}: {reason}; set server.host and server.port, or PORT")
     runtime.start()
 
     def shut_down() -> None:
@@ -833,7 +880,7 @@ def worker_command(args: argparse.Namespace) -> int:
     if settings["queue"]["backend"] == "memory":
         fail(
             "the memory backend cannot be shared between processes; set "
-            "BACKBURNER_QUEUE__BACKEND=sqlite or redis, or use 'backburner serve'"
+            "BACKBURNER_QUEUE__BACKEND=sqlite, or use 'backburner serve'"
         )
     if settings["workers"]["threads"] < 1:
         fail("workers.threads is 0; a worker process needs at least one thread")
@@ -866,7 +913,8 @@ def install_signal_handlers(shut_down: Callable[[], None]) -> None:
 
     def handle(signum: int, frame: FrameType | None) -> None:
         if started.is_set():
-            logger.warning("Second signal %d: exiting without waiting.", signum)
+            # The log queue is not flushed by os._exit, so this goes to standard error directly.
+            print(f"backburner: second signal {signum}; exiting without waiting", file=sys.stderr)  # noqa: T201
             os._exit(1)
         started.set()
         logger.info("Signal %d received; shutting down.", signum)
@@ -899,6 +947,8 @@ def main(argv: list[str] | None = None) -> int:
             return worker_command(args)
     except SettingsError as error:
         fail(f"invalid settings: {error}")
+    except BackendUnavailable as error:
+        fail(f"cannot open the backend: {error}")
     return run_client_command(args)
 
 

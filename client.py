@@ -1,7 +1,8 @@
 """The `backburner submit | status | cancel | jobs` commands: a small HTTP client of the API.
 
-Exit codes: 0 when the job succeeded (or was accepted and not waited for), 1 when it failed or
-was canceled, 2 for usage errors, refused requests and connection errors.
+Exit codes: 0 when the job succeeded (or `submit` without `--wait` got it accepted), 1 when it
+failed or was canceled, 2 for usage errors, refused requests and connection errors, and 3 when
+the job is still queued or running (`status`, or a `--wait` that ran out).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ LONG_POLL_SECONDS = 25.0
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_UNFINISHED = 3
 
 
 class ClientError(Exception):
@@ -81,7 +83,7 @@ def run_client_command(args: argparse.Namespace) -> int:
             return _status(args)
         if args.command == "cancel":
             _, document = _call(args, "POST", f"/jobs/{_quoted(args.job_id)}/cancel")
-            return _print_job(document)
+            return _print_job(document, accepted_is_success=True)
         if args.command == "jobs":
             return _list(args)
     except ClientError as error:
@@ -104,8 +106,8 @@ def _submit(args: argparse.Namespace) -> int:
         headers["Content-Type"] = content_type
     _, document = _call(args, "POST", f"/jobs/{_quoted(args.job_type)}", body, headers)
     if args.wait:
-        document = _wait(args, document["id"], args.wait)
-    return _print_job(document)
+        return _print_job(_wait(args, document["id"], args.wait))
+    return _print_job(document, accepted_is_success=True)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -136,11 +138,14 @@ def _wait(args: argparse.Namespace, job_id: str, seconds: float) -> dict[str, An
             return document
 
 
-def _print_job(document: dict[str, Any]) -> int:
+def _print_job(document: dict[str, Any], *, accepted_is_success: bool = False) -> int:
     print(json.dumps(document, indent=2))  # noqa: T201
-    if document.get("status") in ("failed", "canceled"):
+    status = document.get("status")
+    if status in ("failed", "canceled"):
         return EXIT_FAILED
-    return EXIT_SUCCEEDED
+    if status == "succeeded" or accepted_is_success:
+        return EXIT_SUCCEEDED
+    return EXIT_UNFINISHED
 
 
 def _quoted(text: str) -> str:
@@ -194,8 +199,8 @@ def _call(
     key = args.key or os.environ.get("BACKBURNER_KEY")
     if key:
         all_headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(base + path, data=body, method=method, headers=all_headers)
     try:
+        request = urllib.request.Request(base + path, data=body, method=method, headers=all_headers)
         with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:
             return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as error:
@@ -208,3 +213,5 @@ def _call(
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise ClientError(f"cannot reach {base}: {reason}") from None
+    except ValueError:
+        raise ClientError(f"invalid URL {base!r}; use one like {DEFAULT_URL}") from None

@@ -12,7 +12,7 @@ from typing import Any
 from containers.settings import load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("BACKBURNER_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
 PHOTOS = SHARED_DATA / "images" / "photos"
 NOOP_MODULE = "bench.noop_jobs"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -12,6 +13,7 @@ from dependency_injector import containers, providers
 from containers.scope import ScopeFactory
 from handlers.registry import BUILTIN_MODULES, Registry, load_registry
 from queueing.clock import SystemClock
+from queueing.errors import SettingsError
 from queueing.estimates import DurationStats
 from queueing.local_files import LocalFileStore
 from queueing.memory import MemoryQueue, MemoryStatusStore
@@ -135,7 +137,34 @@ class ApplicationContainer(containers.DeclarativeContainer):
 
 
 def build_container(settings: Mapping[str, Any]) -> ApplicationContainer:
-    """Build the container from checked settings (see `containers.settings.load_settings`)."""
+    """Build the container from checked settings (see `containers.settings.load_settings`).
+
+    Also checks what the settings alone cannot show: that the folders they name can be
+    written, and that `jobs.timeouts` names job types that exist. Raises SettingsError.
+    """
     container = ApplicationContainer()
     container.config.from_dict(dict(settings))
+    if settings["storage"]["backend"] == "local":
+        prepare_folder("storage.data_dir", Path(settings["storage"]["data_dir"]))
+    prepare_folder("csv.summary_db", Path(settings["csv"]["summary_db"]).parent)
+    if settings["queue"]["backend"] == "sqlite":
+        prepare_folder("queue.sqlite_path", Path(settings["queue"]["sqlite_path"]).parent)
+    known = container.registry().names()
+    for job_type in settings["jobs"]["timeouts"]:
+        if job_type not in known:
+            raise SettingsError(
+                "jobs.timeouts", f"no job type named {job_type!r}; known: {', '.join(known)}"
+            )
     return container
+
+
+def prepare_folder(setting: str, folder: Path) -> None:
+    """Create `folder` if missing and check that files can be written in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise SettingsError(
+            setting, f"cannot create or write files in {folder}: {error.strerror or error}"
+        ) from None

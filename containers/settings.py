@@ -8,6 +8,7 @@ setting accepts.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,7 +39,11 @@ def _whole(minimum: int, maximum: int | None = None) -> Check:
 
 def _seconds(minimum: float, *, above: bool = False) -> Check:
     def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise ValueError("a number of seconds")
         if value < minimum or (above and value == minimum):
             bound = "above" if above else "at least"
@@ -73,6 +78,13 @@ def _text_list(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ValueError('a list of text values, e.g. ["a", "b"]')
     return list(value)
+
+
+def _key_list(value: Any) -> list[str]:
+    keys = _text_list(value)
+    if any(not key.strip() for key in keys):
+        raise ValueError('a list of non-empty keys, e.g. ["a-long-random-key"]')
+    return keys
 
 
 def _sizes(value: Any) -> list[int]:
@@ -171,7 +183,7 @@ SCHEMA: dict[str, dict[str, _Setting]] = {
         "level": _Setting("INFO", lambda value: _choice(*_LOG_LEVELS)(str(value).upper())),
     },
     "auth": {
-        "keys": _Setting([], _text_list),
+        "keys": _Setting([], _key_list),
         "open_metrics": _Setting(False, _flag),
     },
 }
@@ -201,9 +213,13 @@ def load_settings(
     if config_path:
         _merge(raw, _read_yaml(Path(config_path)), f"config file {config_path}")
     for name, value in sorted(environ.items()):
-        if name.startswith(ENV_PREFIX) and "__" in name:
+        if not name.startswith(ENV_PREFIX):
+            continue
+        if "__" in name:
             section, key = _split_variable(name)
-            _merge(raw, {section: {key: _parse_scalar(name, value)}}, f"variable {name}")
+            _merge(raw, {section: {key: _parse_scalar(name, value)}}, f"variable {name}={value}")
+        else:
+            _check_not_misspelled(name)
     if overrides:
         _merge(raw, overrides, "overrides")
 
@@ -243,6 +259,10 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
         raise SettingsError(CONFIG_VARIABLE, f"cannot read {path}: {error.strerror}") from None
     except yaml.YAMLError as error:
         raise SettingsError(CONFIG_VARIABLE, f"{path} is not valid YAML: {error}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(
+            CONFIG_VARIABLE, f"{path} is not UTF-8 text; save it as UTF-8"
+        ) from None
     if content is None:
         return {}
     if not isinstance(content, dict):
@@ -261,13 +281,25 @@ def _split_variable(name: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+def _check_not_misspelled(name: str) -> None:
+    # BACKBURNER_QUEUE_MAX_SIZE looks like a setting with one underscore too few; ignoring it
+    # would leave the user wondering why the setting has no effect.
+    rest = name[len(ENV_PREFIX) :].lower()
+    for section in SCHEMA:
+        if rest.startswith(section + "_"):
+            fixed = f"{ENV_PREFIX}{section.upper()}__{rest[len(section) + 1 :].upper()}"
+            raise SettingsError(
+                name, f"settings take two underscores after the section; did you mean {fixed}?"
+            )
+
+
 def _parse_scalar(name: str, value: str) -> Any:
     # Values are YAML scalars or JSON lists and mappings: 8080, true, [128, 512].
     try:
         return yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:
         raise SettingsError(
-            name, f"cannot parse {value!r}; use a YAML scalar or a JSON list"
+            name, f"cannot parse {value!r}; use a YAML scalar, or a JSON list or mapping"
         ) from None
 
 

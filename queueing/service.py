@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -24,6 +25,13 @@ from queueing.jobs import Job, JobIdGenerator, JobQuery, JobStatus, Notification
 from queueing.status_store import StatusStore
 
 logger = logging.getLogger(__name__)
+
+# How often a long wait checks whether its client went away, in seconds.
+DISCONNECT_CHECK_SECONDS = 1.0
+# Files without a job record are removed once their job id is this old (seconds), far longer
+# than accepting a request takes, and the folders are scanned this often.
+ORPHAN_MIN_AGE = 3600.0
+ORPHAN_SWEEP_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -127,9 +135,16 @@ class JobService:
     def clamp_wait(self, seconds: float) -> float:
         return max(0.0, min(seconds, self.settings.long_poll_max_seconds))
 
-    def wait(self, job_id: str, owner: str | None, seconds: float) -> Job:
+    def wait(
+        self,
+        job_id: str,
+        owner: str | None,
+        seconds: float,
+        gone: Callable[[], bool] = lambda: False,
+    ) -> Job:
         """Return the job once it is finished or changes, or after `seconds` (clamped).
 
+        `gone` tells whether the client disconnected, so its slot is freed within a second.
         Raises WaitSlotsExhausted when `max_waiting_requests` waits are already open.
         """
         job = self.get(job_id, owner)
@@ -138,7 +153,13 @@ class JobService:
         if not self._wait_slots.acquire(blocking=False):
             raise WaitSlotsExhausted("every long-poll slot of this process is taken")
         try:
-            return self.store.wait_for_change(job_id, job.version, self.clamp_wait(seconds))
+            deadline = self.clock.monotonic() + self.clamp_wait(seconds)
+            while True:
+                remaining = deadline - self.clock.monotonic()
+                step = min(remaining, DISCONNECT_CHECK_SECONDS)
+                changed = self.store.wait_for_change(job_id, job.version, max(0.0, step))
+                if changed.version != job.version or remaining <= step or gone():
+                    return changed
         finally:
             self._wait_slots.release()
 
@@ -158,12 +179,11 @@ class JobService:
         finally:
             self._wait_slots.release()
 
-    def hold_wait_slot(self) -> bool:
-        """Take a wait slot for a long-lived stream; the caller must `release_wait_slot`."""
-        return self._wait_slots.acquire(blocking=False)
-
-    def release_wait_slot(self) -> None:
-        self._wait_slots.release()
+    def take_wait_slot(self) -> WaitSlot | None:
+        """Take a wait slot for a long-lived stream, or return None when none is free."""
+        if not self._wait_slots.acquire(blocking=False):
+            return None
+        return WaitSlot(self._wait_slots)
 
     def retry_after(self, job: Job) -> int:
         """Estimate, in whole seconds (at least 1), when it is worth asking about `job` again."""
@@ -216,6 +236,27 @@ class JobService:
         self.files.delete_job(job_id)
         logger.info("Job %s deleted.", job_id)
 
+    def remove_orphan_files(self) -> int:
+        """Delete the files of jobs that have no record, once their id is `ORPHAN_MIN_AGE` old.
+
+        A job's upload is stored before its record is written, so a young folder without a
+        record may belong to a request that is still being accepted; those are left alone.
+        """
+        cutoff = self.clock.now() - ORPHAN_MIN_AGE
+        removed = 0
+        for job_id in self.files.job_ids():
+            created = job_id_time(job_id)
+            if created is None or created >= cutoff:
+                continue
+            try:
+                self.store.get(job_id)
+            except JobNotFound:
+                self.files.delete_job(job_id)
+                removed += 1
+        if removed:
+            logger.info("Removed the files of %d jobs that have no record.", removed)
+        return removed
+
     def purge_expired(self) -> int:
         """Remove finished jobs older than the retention period, with their files."""
         cutoff = self.clock.now() - self.settings.retention_seconds
@@ -227,8 +268,33 @@ class JobService:
         return len(purged)
 
 
+class WaitSlot:
+    """One taken wait slot; `release` frees it, and releasing it again does nothing.
+
+    A stream's slot is released both when its generator ends and when the response closes,
+    because a response that is never iterated (a HEAD request) never runs the generator.
+    """
+
+    def __init__(self, semaphore: threading.BoundedSemaphore) -> None:
+        self._semaphore = semaphore
+        self._lock = threading.Lock()  # guards _held
+        self._held = True
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._held:
+                return
+            self._held = False
+        self._semaphore.release()
+
+
 class Housekeeper:
-    """A daemon thread that purges expired jobs every `interval` seconds."""
+    """A daemon thread that purges expired jobs every `interval` seconds.
+
+    It also removes the files of jobs that have no record, at start and then every
+    `ORPHAN_SWEEP_SECONDS`: a crash between storing an upload and writing the job's record
+    leaves such files, and so does a restart of the memory backend.
+    """
 
     def __init__(self, service: JobService, interval: float) -> None:
         self._service = service
@@ -243,12 +309,18 @@ class Housekeeper:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        next_sweep = time.monotonic()
+        while True:
             try:
+                if time.monotonic() >= next_sweep:
+                    self._service.remove_orphan_files()
+                    next_sweep = time.monotonic() + ORPHAN_SWEEP_SECONDS
                 self._service.purge_expired()
             # Housekeeping must outlive a failing purge (a store that is briefly unreachable).
             except Exception:
-                logger.exception("Purging expired jobs failed; trying again later.")
+                logger.exception("Housekeeping failed; trying again later.")
+            if self._stop.wait(self._interval):
+                return
 
     def stop(self) -> None:
         self._stop.set()

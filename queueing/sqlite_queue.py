@@ -321,7 +321,8 @@ class SqliteQueue(JobQueue):
                     LOST_LEASE.message,
                 )
             else:
-                logger.error("Job %s failed for good after losing its lease: %s", job.id, job.error)
+                message = job.error.message if job.error is not None else "no error recorded"
+                logger.error("Job %s failed for good after losing its lease: %s", job.id, message)
         with self._lock:
             requeued = sum(1 for job in reaped if job.status is JobStatus.QUEUED)
             self._queued += requeued

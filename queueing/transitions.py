@@ -211,6 +211,7 @@ def _end(
     *,
     attempt_error: ErrorInfo | None = None,
     handler_status: JobStatus | None = None,
+    handler_error: str | None = None,
 ) -> JobStatus:
     job.status = status
     job.error = error
@@ -220,7 +221,9 @@ def _end(
     _close_attempt(job, now, attempt_error or error)
     if any(h.status in _UNFINISHED for h in job.handlers):
         job.handlers = tuple(
-            HandlerOutcome(h.name, handler_status or status, h.error, h.output, h.error_type)
+            HandlerOutcome(
+                h.name, handler_status or status, handler_error or h.error, h.output, h.error_type
+            )
             if h.status in _UNFINISHED
             else h
             for h in job.handlers
@@ -256,7 +259,14 @@ def time_out(job: Job, now: float, limit: float) -> JobStatus | None:
     if job.status is not JobStatus.RUNNING:
         return None
     error = ErrorInfo(ErrorType.TIMEOUT, f"the job ran longer than its {limit:g} s timeout")
-    return _end(job, JobStatus.FAILED, error, now, handler_status=JobStatus.FAILED)
+    return _end(
+        job,
+        JobStatus.FAILED,
+        error,
+        now,
+        handler_status=JobStatus.FAILED,
+        handler_error="timed out",
+    )
 
 
 def fail(job: Job, now: float, error: ErrorInfo) -> JobStatus | None:

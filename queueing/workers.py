@@ -15,7 +15,8 @@ from typing import Any, Protocol
 from queueing import transitions
 from queueing.clock import Clock
 from queueing.context import CancelToken, JobContext, Scope
-from queueing.errors import BackburnerError, JobNotFound, ScopeCloseError
+from queueing.documents import rfc3339
+from queueing.errors import BackburnerError, BackendUnavailable, JobNotFound, ScopeCloseError
 from queueing.estimates import DurationStats
 from queueing.files import FileStore
 from queueing.job_queue import JobQueue
@@ -415,7 +416,9 @@ class WorkerPool:
             job = self._store.get(job_id)
             retry_at = job.next_attempt_at if job.next_attempt_at is not None else now
             self._queue.put_later(notification, retry_at)
-            logger.warning("Job %s attempt %d failed; retry at %s.", job_id, job.attempt, retry_at)
+            logger.warning(
+                "Job %s attempt %d failed; retry at %s.", job_id, job.attempt, rfc3339(retry_at)
+            )
         return status
 
     def _safe_update(self, job_id: str, change: Callable[[Any], Any]) -> Any:
@@ -423,6 +426,15 @@ class WorkerPool:
             return self._store.update(job_id, change)
         except JobNotFound:
             logger.info("Job %s was deleted while it ran; its outcome is dropped.", job_id)
+            return None
+        except BackendUnavailable as error:
+            if self._stopping:
+                # A handler that ignored the shutdown finished after the store closed.
+                logger.warning(
+                    "Job %s ended after shutdown; its outcome was not recorded: %s", job_id, error
+                )
+            else:
+                logger.exception("Could not record a change of job %s.", job_id)
             return None
         except BackburnerError:
             logger.exception("Could not record a change of job %s.", job_id)

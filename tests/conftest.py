@@ -14,8 +14,8 @@ import requests
 from app import EXTENSION, Runtime, Server, create_app
 from containers.application import ApplicationContainer, build_container
 from containers.settings import load_settings
+from tests.support import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Guards against a hang only; every wait in the tests ends on an event long before this.
 HANG_GUARD = 30.0
 
@@ -41,7 +41,10 @@ def make_settings(tmp_path: Path, overrides: Mapping[str, Any] | None = None) ->
 
 @pytest.fixture
 def shared_data() -> Path:
-    assert SHARED_DATA.is_dir(), f"the shared test data is missing at {SHARED_DATA}"
+    assert SHARED_DATA.is_dir(), (
+        f"the sample input files are missing at {SHARED_DATA}; "
+        "set BACKBURNER_SHARED_DATA to the folder that holds images/ and csv/"
+    )
     return SHARED_DATA
 
 

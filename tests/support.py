@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from containers.scope import ScopeFactory
@@ -22,6 +24,17 @@ from queueing.workers import PoolSettings, WorkerPool
 
 NOW = 1_800_000_000.0
 HANG_GUARD = 30.0
+
+
+def shared_data_path() -> Path:
+    """Return the sample input folder: `$BACKBURNER_SHARED_DATA`, else `../shared/data`."""
+    configured = os.environ.get("BACKBURNER_SHARED_DATA")
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+SHARED_DATA = shared_data_path()
 
 
 class ManualClock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -275,3 +277,89 @@ def test_listing_rejects_bad_parameters(
     service: LiveService, params: dict[str, str], name: str
 ) -> None:
     assert_problem(service.get("/jobs", params=params), 400, field=name)
+
+
+# Hostile requests ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"seconds": ' + b"9" * 5000 + b"}",
+        b"[" * 100_000,
+        b'{"seconds": 1',
+        b"\xff\xfe{}",
+    ],
+)
+def test_hostile_json_is_400_not_500(service: LiveService, body: bytes) -> None:
+    response = service.post("/jobs/delay", data=body, headers={"Content-Type": "application/json"})
+    assert_problem(response, 400)
+
+
+def test_duplicate_json_key_is_422(service: LiveService) -> None:
+    response = service.post(
+        "/jobs/delay",
+        data=b'{"seconds": "x", "seconds": 0}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert_problem(response, 422, field="seconds")
+
+
+def test_non_ascii_digits_are_rejected_not_500(service: LiveService) -> None:
+    assert_problem(service.get("/jobs", params={"limit": "²"}), 400, field="limit")
+
+
+def test_odd_last_event_id_starts_stream_from_scratch(service: LiveService) -> None:
+    job = service.post("/jobs/delay", json={"seconds": 0}).json()
+    service.wait_until_finished(job["id"])
+    connection = http.client.HTTPConnection("127.0.0.1", service.server.port, timeout=30)
+    try:
+        connection.putrequest("GET", f"/jobs/{job['id']}/events")
+        connection.putheader("Last-Event-ID", "\xb2")  # sent as one Latin-1 byte
+        connection.endheaders()
+        response = connection.getresponse()
+        text = response.read().decode()
+    finally:
+        connection.close()
+    assert response.status == 200
+    assert "event: status" in text
+    assert "event: end" in text
+
+
+def test_head_on_event_stream_frees_its_slot(
+    start_service: Callable[..., LiveService],
+) -> None:
+    service = start_service({"server": {"max_waiting_requests": 1}, "workers": {"threads": 0}})
+    job = service.post("/jobs/delay", json={"seconds": 1}).json()
+    for _ in range(3):
+        assert service.http.head(f"{service.url}/jobs/{job['id']}/events").status_code == 200
+    # The one slot is free again: a short long-poll gets it instead of a 503.
+    assert service.get(f"/jobs/{job['id']}", params={"wait": 0.01}).status_code == 200
+
+
+def test_dropped_event_stream_frees_its_slot(
+    start_service: Callable[..., LiveService],
+) -> None:
+    service = start_service({"server": {"max_waiting_requests": 1}, "workers": {"threads": 0}})
+    job = service.post("/jobs/delay", json={"seconds": 1}).json()
+    with socket.create_connection(("127.0.0.1", service.server.port)) as client:
+        client.sendall(f"GET /jobs/{job['id']}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        received = b""
+        while b"event: status" not in received:
+            chunk = client.recv(4096)
+            assert chunk, "the stream closed before its first event"
+            received += chunk
+        assert_problem(service.get(f"/jobs/{job['id']}", params={"wait": 0.01}), 503)
+    # The stream notices the closed connection within about a second and frees its slot.
+    response = service.get(f"/jobs/{job['id']}", params={"wait": 0.01})
+    while response.status_code == 503:
+        response = service.get(f"/jobs/{job['id']}", params={"wait": 0.2})
+    assert response.status_code == 200
+
+
+def test_prefer_wait_with_parameters_is_applied(service: LiveService) -> None:
+    response = service.post(
+        "/jobs/delay", json={"seconds": 0}, headers={"Prefer": "wait=20;foo, respond-async"}
+    )
+    assert response.status_code == 200
+    assert response.headers["Preference-Applied"] == "wait=20"

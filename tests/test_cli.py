@@ -82,7 +82,7 @@ def test_submit_uploads_file(
 def test_status_cancel_and_jobs(service: LiveService, capsys: pytest.CaptureFixture[str]) -> None:
     job = service.post("/jobs/delay", json={"seconds": 600}).json()
     code, out, _ = run_cli(capsys, "status", job["id"], "--url", service.url)
-    assert code == 0
+    assert code == 3  # still queued or running
     assert json.loads(out)["id"] == job["id"]
     code, out, _ = run_cli(capsys, "cancel", job["id"], "--url", service.url)
     assert code == 0
@@ -92,6 +92,30 @@ def test_status_cancel_and_jobs(service: LiveService, capsys: pytest.CaptureFixt
     code, out, _ = run_cli(capsys, "jobs", "--status", "canceled", "--url", service.url)
     assert code == 0
     assert [j["id"] for j in json.loads(out)["jobs"]] == [job["id"]]
+
+
+def test_wait_that_runs_out_exits_3(
+    service: LiveService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(
+        capsys,
+        "submit",
+        "delay",
+        "--json",
+        '{"seconds": 600}',
+        "--wait",
+        "0.2",
+        "--url",
+        service.url,
+    )
+    assert code == 3
+    assert json.loads(out)["status"] in ("queued", "running")
+
+
+def test_invalid_url_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "jobs", "--url", "not-a-url")
+    assert code == 2
+    assert "invalid URL" in err
 
 
 def test_refused_request_exits_2_with_detail(

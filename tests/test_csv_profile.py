@@ -33,8 +33,9 @@ from queueing.errors import InvalidInput, JobInterrupted
 from queueing.jobs import JobStatus, new_job_id
 from queueing.local_files import LocalFileStore
 from queueing.publisher import publish
+from tests.support import SHARED_DATA
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA_DIR = SHARED_DATA
 RAGGED_KINDS = ("short_row", "long_row")
 
 
@@ -158,7 +159,20 @@ def numbered_rows(count: int) -> bytes:
 
 # Real files ------------------------------------------------------------------------------------
 
-SPECTRUM = sorted(path.stem for path in (DATA_DIR / "csv/spectrum/csvs").glob("*.csv"))
+# Listed by name, so a missing data folder fails these tests instead of leaving none to run.
+SPECTRUM = (
+    "comma_in_quotes",
+    "empty",
+    "empty_crlf",
+    "escaped_quotes",
+    "json",
+    "newlines",
+    "newlines_crlf",
+    "quotes_and_newlines",
+    "simple",
+    "simple_crlf",
+    "utf8",
+)
 MESSY = (
     "inventory.tsv",
     "ledger_pipe.csv",

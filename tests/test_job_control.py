@@ -9,6 +9,7 @@ from typing import Any
 
 import requests
 
+from queueing.jobs import new_job_id
 from tests.conftest import HANG_GUARD, LiveService
 from tests.support import ManualClock
 from tests.test_api import assert_problem
@@ -357,3 +358,18 @@ def test_key_still_being_accepted_answers_409(service: LiveService) -> None:
         "/jobs/delay", json={"seconds": 0}, headers={"Idempotency-Key": "slow-upload"}
     )
     assert again.status_code == 202
+
+
+def test_files_without_a_record_are_removed_once_old(
+    start_service: Callable[..., LiveService],
+) -> None:
+    service = start_service({"workers": {"threads": 0}})
+    runtime = service.runtime.service
+    now = runtime.clock.now()
+    old_orphan = new_job_id(now - 2 * 3600)
+    young_orphan = new_job_id(now - 60)
+    for job_id in (old_orphan, young_orphan):
+        runtime.files.save(job_id, "upload", b"left behind by a crash")
+    kept = service.post("/jobs/csv-profile", json={"csv": "a\n1\n"}).json()["id"]
+    assert runtime.remove_orphan_files() == 1
+    assert sorted(runtime.files.job_ids()) == sorted([young_orphan, kept])

@@ -19,6 +19,7 @@ from queueing.context import CancelToken, JobContext
 from queueing.errors import InvalidInput, JobInterrupted
 from queueing.jobs import new_job_id
 from queueing.local_files import LocalFileStore
+from tests.support import SHARED_DATA
 
 SETTINGS = {"thumbnails": {"sizes": [128, 512], "max_pixels": 50_000_000}}
 MAX_MEAN_DIFFERENCE = 10  # per channel, out of 255
@@ -26,7 +27,7 @@ MAX_MEAN_DIFFERENCE = 10  # per channel, out of 255
 
 @pytest.fixture
 def images_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
+    return SHARED_DATA / "images"
 
 
 @pytest.fixture
