@@ -22,6 +22,25 @@ _READ_CHUNK_BYTES = 1024 * 1024
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 # The five byte values that cp1252 leaves undefined; Python's cp1252 codec rejects them.
 _CP1252_UNDEFINED = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
+# A well-formed UTF-8 sequence of two to four bytes. Text in cp1252 rarely contains one, so a
+# file with both these and bytes that are not UTF-8 mixes the two encodings.
+_UTF8_MULTIBYTE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
+
+# The decoding error handler for files that mix UTF-8 and cp1252: each byte sequence that is
+# not UTF-8 is read as cp1252 instead (an undefined cp1252 byte becomes U+FFFD).
+MIXED_ERRORS = "backburner-cp1252-fallback"
+
+
+def _read_as_cp1252(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    bad = error.object[error.start : error.end]
+    return bytes(bad).decode("cp1252", errors="replace"), error.end
+
+
+codecs.register_error(MIXED_ERRORS, _read_as_cp1252)
 
 
 class EncodingDetector:
@@ -37,7 +56,10 @@ class EncodingDetector:
         self._size = 0
         self._has_bom = False
         self._utf8_error: int | None = None  # offset of the first byte that is not UTF-8
+        self._utf8_error_line: int | None = None  # its line, counted from 1
         self._cp1252_error: int | None = None  # offset of the first byte undefined in cp1252
+        self._has_multibyte_utf8 = False  # whether a well-formed UTF-8 sequence was seen
+        self._newlines = 0  # line feeds in the bytes fed so far
         self._has_text = False  # whether a byte other than whitespace or the BOM was seen
 
     @property
@@ -48,6 +70,20 @@ class EncodingDetector:
     @property
     def has_text(self) -> bool:
         return self._has_text
+
+    @property
+    def mixed_from_line(self) -> int | None:
+        """Return the line of the first byte that is not UTF-8 in a file that is mostly UTF-8.
+
+        A file is taken to mix UTF-8 and cp1252 when it has a byte order mark or a well-formed
+        multi-byte UTF-8 sequence, and also bytes that are not UTF-8. Such a file is read as
+        UTF-8 with `MIXED_ERRORS`; reading it all as cp1252 would garble its UTF-8 text.
+        """
+        if self._utf8_error is None:
+            return None
+        if self._has_bom or self._has_multibyte_utf8:
+            return self._utf8_error_line
+        return None
 
     def feed(self, chunk: bytes) -> None:
         if self._size == 0:
@@ -61,6 +97,12 @@ class EncodingDetector:
             )
         if self._utf8_error is None:
             self._decode_utf8(chunk, final=False)
+            if self._utf8_error is not None:
+                before = chunk[: max(0, self._utf8_error - self._size)]
+                self._utf8_error_line = self._newlines + before.count(b"\n") + 1
+        if not self._has_multibyte_utf8:
+            self._has_multibyte_utf8 = _UTF8_MULTIBYTE.search(chunk) is not None
+        self._newlines += chunk.count(b"\n")
         if self._cp1252_error is None:
             undefined = _CP1252_UNDEFINED.search(chunk)
             if undefined is not None:
@@ -78,14 +120,10 @@ class EncodingDetector:
         """
         if final and self._utf8_error is None:
             self._decode_utf8(b"", final=True)
-        if self._utf8_error is None:
+            if self._utf8_error is not None:
+                self._utf8_error_line = self._newlines + 1
+        if self._utf8_error is None or self.mixed_from_line is not None:
             return "utf-8-sig" if self._has_bom else "utf-8"
-        if self._has_bom:
-            raise InvalidInput(
-                self._field,
-                "starts with a UTF-8 byte order mark, but the byte at offset "
-                f"{self._utf8_error} is not valid UTF-8; save the file as UTF-8 again",
-            )
         if self._cp1252_error is not None:
             raise InvalidInput(
                 self._field,
@@ -138,6 +176,12 @@ class ScannedInput:
     encoding: str
     size: int  # in bytes
     sample: str  # the decoded start of the text, at most SAMPLE_BYTES of input
+    mixed_from_line: int | None = None  # see EncodingDetector.mixed_from_line
+
+    @property
+    def errors(self) -> str:
+        """Return the decoding error handler to read the whole input with."""
+        return "strict" if self.mixed_from_line is None else MIXED_ERRORS
 
     @property
     def sample_is_complete(self) -> bool:
@@ -163,6 +207,8 @@ def scan_input(stream: BinaryIO, field: str, checkpoint: Callable[[], None]) -> 
         raise InvalidInput(
             field, "contains only whitespace; send CSV text that starts with a header row"
         )
+    mixed = detector.mixed_from_line
+    errors = "strict" if mixed is None else MIXED_ERRORS
     # Not final: the sample may end inside a multi-byte character, which is then left out.
-    sample = codecs.getincrementaldecoder(encoding)().decode(head, final=False)
-    return ScannedInput(encoding=encoding, size=detector.size, sample=sample)
+    sample = codecs.getincrementaldecoder(encoding)(errors).decode(head, final=False)
+    return ScannedInput(encoding=encoding, size=detector.size, sample=sample, mixed_from_line=mixed)

@@ -185,9 +185,18 @@ def profile_columns(notification: CsvProfileRequested, ctx: JobContext) -> dict[
     )
 
     problems = ProblemLog()
+    if scanned.mixed_from_line is not None:
+        problems.add(
+            scanned.mixed_from_line,
+            "mixed_encoding",
+            "the file is UTF-8 but has bytes that are not, from this line on; they were read "
+            "as cp1252, so check that text",
+        )
     with (
         ctx.open_file(notification.upload) as stream,
-        io.TextIOWrapper(stream, encoding=scanned.encoding, newline="") as text,
+        io.TextIOWrapper(
+            stream, encoding=scanned.encoding, errors=scanned.errors, newline=""
+        ) as text,
     ):
         records = RecordReader(
             text,

@@ -648,7 +648,6 @@ def test_parse_rejects_bad_request(
         (b"\xef\xbb\xbf  \n", "only whitespace"),
         ("a,b\n1,2\n".encode("utf-16"), "UTF-16"),
         (b"a,b\n\x81,2\n", "neither UTF-8 nor cp1252"),
-        (b"\xef\xbb\xbfa,b\n\xe9,2\n", "byte order mark"),
     ],
 )
 def test_parse_rejects_bad_file(jobs: CsvJobs, data: bytes, words: str) -> None:
@@ -822,3 +821,39 @@ def test_register_adds_job_type(registry: Registry) -> None:
         "store-summary",
     ]
     assert SUMMARY_RESOURCE in registry.resources
+
+
+# Files that mix UTF-8 and cp1252 ----------------------------------------------------------------
+
+
+def test_mostly_utf8_file_keeps_its_utf8_text(jobs: CsvJobs) -> None:
+    rows = b"".join(b"%d,Z\xc3\xbcrich\n" % number for number in range(2000))
+    data = b"id,city\n" + rows + "9999,Köln\n".encode("cp1252")
+    profile = jobs.profile(data)
+    assert profile["encoding"] == "utf-8"
+    city = column(profile, "city")
+    assert city["top_values"][0] == {"value": "Zürich", "count": 2000}
+    assert {"value": "Köln", "count": 1} in city["top_values"]
+    mixed = [p for p in profile["problems"] if p["kind"] == "mixed_encoding"]
+    assert [p["line"] for p in mixed] == [2002]
+
+
+def test_cp1252_line_before_utf8_text_is_mixed_too(jobs: CsvJobs) -> None:
+    data = "id,city\n1,Köln\n".encode("cp1252") + "2,Zürich\n".encode()
+    profile = jobs.profile(data)
+    assert profile["encoding"] == "utf-8"
+    assert sorted(v["value"] for v in column(profile, "city")["top_values"]) == ["Köln", "Zürich"]
+    assert [p["line"] for p in profile["problems"] if p["kind"] == "mixed_encoding"] == [2]
+
+
+def test_byte_order_mark_with_cp1252_byte_is_mixed(jobs: CsvJobs) -> None:
+    profile = jobs.profile(b"\xef\xbb\xbfa,b\n\xe9,2\n")
+    assert profile["encoding"] == "utf-8-sig"
+    assert column(profile, "a")["top_values"] == [{"value": "é", "count": 1}]
+    assert [p["kind"] for p in profile["problems"]] == ["mixed_encoding"]
+
+
+def test_plain_cp1252_file_is_not_mixed(jobs: CsvJobs) -> None:
+    profile = jobs.profile("id,city\n1,Köln\n2,Zürich\n".encode("cp1252"))
+    assert profile["encoding"] == "cp1252"
+    assert profile["problems"] == []
