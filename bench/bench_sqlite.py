@@ -184,13 +184,16 @@ def run(quick: bool) -> list[dict[str, Any]]:
             "SQLite throughput, synchronous=full, 1 submitting thread",
             "jobs/s",
             samples["full"],
-            common + " Both sync the WAL before a job counts as accepted.",
+            common + " Both sync the WAL before a job counts as accepted. Backburner also syncs "
+            "each final status before it reports it, so a job seen finished never runs again "
+            "after a power cut; Huey keeps no status to sync.",
             reference="SqliteHuey fsync=True (synchronous=FULL)",
             reference_samples=samples["huey_full"],
             min_ratio=2.0,
             holds_back=(
                 "One submitting thread waits for one fsync of the WAL per job, as Huey's "
-                f"enqueue does ({fsync:.0f} µs here). Twice Huey's median rate leaves "
+                f"enqueue does ({fsync:.0f} µs here), and each finish waits for another, "
+                "shared between workers that finish together. Twice Huey's median rate leaves "
                 f"{per_job_budget:.0f} µs per job for that fsync and all the rest. Backburner "
                 f"used {cpu_per_job('full')} of CPU per job over all its threads (Huey: "
                 f"{cpu_per_job('huey_full')}), and its Python code runs on one core at a time "
