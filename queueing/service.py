@@ -144,7 +144,7 @@ class JobService:
     ) -> Job:
         """Return the job once it is finished or changes, or after `seconds` (clamped).
 
-        `gone` tells whether the client disconnected, so its slot is freed within a second.
+        `gone` returns whether the client disconnected, so its slot is freed within a second.
         Raises WaitSlotsExhausted when `max_waiting_requests` waits are already open.
         """
         job = self.get(job_id, owner)
@@ -240,7 +240,7 @@ class JobService:
         """Delete the files of jobs that have no record, once their id is `ORPHAN_MIN_AGE` old.
 
         A job's upload is stored before its record is written, so a young folder without a
-        record may belong to a request that is still being accepted; those are left alone.
+        record may belong to a request that is still being accepted. Those are left alone.
         """
         cutoff = self.clock.now() - ORPHAN_MIN_AGE
         removed = 0

@@ -38,7 +38,7 @@ SHARED_DATA = shared_data_path()
 
 
 class ManualClock:
-    """A clock that moves only when a test says so."""
+    """A clock that moves only when a test advances it."""
 
     def __init__(self, now: float = NOW) -> None:
         self.wall = now
@@ -57,7 +57,7 @@ class ManualClock:
 
 @dataclass(frozen=True, kw_only=True)
 class Work(Notification):
-    """The notification of the test job type `work`; `tag` tells handlers what to do."""
+    """The notification of the test job type `work`; `tag` selects what handlers do."""
 
     tag: str = ""
 

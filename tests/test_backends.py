@@ -29,27 +29,10 @@ from queueing.jobs import (
 from queueing.status_store import StatusStore
 from queueing.transitions import RetryPolicy
 from tests.conftest import make_settings
+from tests.support import ManualClock
 
 BACKENDS = ["memory", "sqlite"]
 NOW = 1_800_000_000.0
-
-
-class ManualClock:
-    """A clock that moves only when a test says so."""
-
-    def __init__(self, now: float = NOW) -> None:
-        self.wall = now
-        self.mono = 1000.0
-
-    def now(self) -> float:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.wall += seconds
-        self.mono += seconds
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -79,8 +79,8 @@ def test_long_poll_answers_when_status_changes(start_service: Callable[..., Live
     job = service.post("/jobs/delay", json={"seconds": 1}).json()
     with ThreadPoolExecutor(1) as pool:
         poll = pool.submit(service.get, f"/jobs/{job['id']}", params={"wait": 20})
-        # The cancel happens while the poll waits, or before it started; either way the poll
-        # must answer with the canceled document, long before its 20 s run out.
+        # The cancel happens while the poll waits, or before it started. Either way the poll
+        # must return the canceled document, long before its 20 s run out.
         service.post(f"/jobs/{job['id']}/cancel")
         response = poll.result(HANG_GUARD)
     assert response.status_code == 200

@@ -321,9 +321,8 @@ def test_two_processes_writing_progress_never_lock(
 # Durability --------------------------------------------------------------------------------------
 
 
-def test_full_fsyncs_accepts_not_worker_writes(
-    open_process: OpenProcess, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def count_fdatasyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make os.fdatasync record each call (and still sync); return the list it records to."""
     syncs: list[int] = []
     real_fdatasync = os.fdatasync
 
@@ -332,6 +331,13 @@ def test_full_fsyncs_accepts_not_worker_writes(
         real_fdatasync(descriptor)
 
     monkeypatch.setattr(os, "fdatasync", counting_fdatasync)
+    return syncs
+
+
+def test_full_fsyncs_accepts_not_worker_writes(
+    open_process: OpenProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncs = count_fdatasyncs(monkeypatch)
     process = open_process("full")
 
     job = process.submit()
@@ -352,14 +358,7 @@ def test_full_fsyncs_accepts_not_worker_writes(
 def test_full_fsyncs_finish_before_returning(
     open_process: OpenProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    syncs: list[int] = []
-    real_fdatasync = os.fdatasync
-
-    def counting_fdatasync(descriptor: int) -> None:
-        syncs.append(descriptor)
-        real_fdatasync(descriptor)
-
-    monkeypatch.setattr(os, "fdatasync", counting_fdatasync)
+    syncs = count_fdatasyncs(monkeypatch)
     monkeypatch.setattr(sqlite_queue, "POLL_SECONDS", 0.01)
     process = open_process("full")
     job = process.submit()
@@ -380,14 +379,7 @@ def test_full_fsyncs_finish_before_returning(
 def test_idle_worker_fsyncs_progress(
     open_process: OpenProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    syncs: list[int] = []
-    real_fdatasync = os.fdatasync
-
-    def counting_fdatasync(descriptor: int) -> None:
-        syncs.append(descriptor)
-        real_fdatasync(descriptor)
-
-    monkeypatch.setattr(os, "fdatasync", counting_fdatasync)
+    syncs = count_fdatasyncs(monkeypatch)
     monkeypatch.setattr(sqlite_queue, "POLL_SECONDS", 0.01)
     process = open_process("full")
     job = process.submit()
