@@ -8,7 +8,6 @@ hand-over of one item to an idle thread.
 from __future__ import annotations
 
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any
 
 from bench.common import alternate, percentile, row
 from bench.harness import Engine
+from bench.huey_runner import huey_throughput as run_huey
 from bench.noop_jobs import NOOP, STAMP
 from queueing.jobs import JobQuery, JobStatus
 
@@ -81,56 +81,10 @@ def bare_throughput(jobs: int) -> float:
 
 
 def huey_throughput(jobs: int) -> float:
-    """Run the same work on Huey's in-memory storage and consumer with 4 threads; return jobs/s.
-
-    Huey's workers poll an empty in-memory queue. The polling delay is cut from its default
-    0.1 s to 1 ms (at most 10 ms), so that waits do not count against it.
-    """
+    """Run the same work on Huey's in-memory storage and consumer with 4 threads; return jobs/s."""
     from huey import MemoryHuey
-    from huey.signals import SIGNAL_COMPLETE
 
-    huey = MemoryHuey("backburner-bench", utc=True)
-    done = threading.Event()
-    lock = threading.Lock()  # guards completed
-    completed = [0]
-
-    @huey.task()
-    def do_nothing() -> None:
-        return None
-
-    @huey.signal(SIGNAL_COMPLETE)
-    def count(signal_name: str, task: Any, *args: Any, **kwargs: Any) -> None:
-        with lock:
-            completed[0] += 1
-            if completed[0] == jobs:
-                done.set()
-
-    consumer = huey.create_consumer(
-        workers=THREADS,
-        worker_type="thread",
-        periodic=False,
-        initial_delay=0.001,
-        max_delay=0.01,
-        check_worker_health=False,
-    )
-    # The consumer installs its own signal handlers; put ours back once it stops.
-    saved = {number: signal.getsignal(number) for number in _CONSUMER_SIGNALS}
-    consumer.start()
-    try:
-        started = time.perf_counter()
-        for _ in range(jobs):
-            do_nothing()
-        if not done.wait(HANG_GUARD):
-            raise TimeoutError(f"Huey finished {completed[0]} of {jobs} jobs")
-        elapsed = time.perf_counter() - started
-    finally:
-        consumer.stop(graceful=True)
-        for number, handler in saved.items():
-            signal.signal(number, handler)
-    return jobs / elapsed
-
-
-_CONSUMER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    return run_huey(MemoryHuey("backburner-bench", utc=True), jobs)
 
 
 # Pickup latency --------------------------------------------------------------------------------

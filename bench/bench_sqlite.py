@@ -13,7 +13,6 @@ Run it alone with `python -m bench.bench_sqlite [--quick]` from the repository r
 from __future__ import annotations
 
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from typing import Any
 
 from bench.common import alternate, row
 from bench.harness import Engine
+from bench.huey_runner import huey_throughput as run_huey
 from bench.noop_jobs import NOOP
 from queueing.jobs import JobQuery, JobStatus
 
@@ -32,7 +32,6 @@ THREADS = 4
 # `server.threads` starts by default.
 SUBMITTERS = 8
 HANG_GUARD = 600.0  # seconds; only a hung run waits this long
-_CONSUMER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def backburner_throughput(jobs: int, synchronous: str, submitters: int) -> float:
@@ -53,54 +52,15 @@ def backburner_throughput(jobs: int, synchronous: str, submitters: int) -> float
 
 
 def huey_throughput(jobs: int, fsync: bool, submitters: int) -> float:
-    """Run the same work on `SqliteHuey` and its consumer with 4 worker threads; return jobs/s.
-
-    Huey's workers poll an empty queue. The polling delay is cut from its default 0.1 s to
-    1 ms (at most 10 ms), so that waits do not count against it.
-    """
+    """Run the same work on `SqliteHuey` and its consumer with 4 worker threads; return jobs/s."""
     from huey import SqliteHuey
-    from huey.signals import SIGNAL_COMPLETE
 
     with tempfile.TemporaryDirectory(prefix="backburner-bench-huey-") as folder:
         huey = SqliteHuey("bench", filename=str(Path(folder) / "huey.sqlite3"), fsync=fsync)
-        done = threading.Event()
-        lock = threading.Lock()  # guards completed
-        completed = [0]
-
-        @huey.task()
-        def do_nothing() -> None:
-            return None
-
-        @huey.signal(SIGNAL_COMPLETE)
-        def count(signal_name: str, task: Any, *args: Any, **kwargs: Any) -> None:
-            with lock:
-                completed[0] += 1
-                if completed[0] == jobs:
-                    done.set()
-
-        consumer = huey.create_consumer(
-            workers=THREADS,
-            worker_type="thread",
-            periodic=False,
-            initial_delay=0.001,
-            max_delay=0.01,
-            check_worker_health=False,
-        )
-        # The consumer installs its own signal handlers; put ours back once it stops.
-        saved = {number: signal.getsignal(number) for number in _CONSUMER_SIGNALS}
-        consumer.start()
         try:
-            started = time.perf_counter()
-            _in_threads(submitters, jobs, do_nothing)
-            if not done.wait(HANG_GUARD):
-                raise TimeoutError(f"Huey finished {completed[0]} of {jobs} jobs")
-            elapsed = time.perf_counter() - started
+            return run_huey(huey, jobs, lambda enqueue: _in_threads(submitters, jobs, enqueue))
         finally:
-            consumer.stop(graceful=True)
             huey.storage.close()
-            for number, handler in saved.items():
-                signal.signal(number, handler)
-    return jobs / elapsed
 
 
 def _in_threads(threads: int, calls: int, call: Any) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,6 +100,18 @@ def open_process(tmp_path: Path) -> Iterator[OpenProcess]:
         process.database.close()
 
 
+def finish_with(process: Process, outcome: HandlerOutcome) -> Any:
+    """Return the change that ends a running attempt with one handler's `outcome`."""
+    return partial(
+        transitions.finish,
+        outcomes=[outcome],
+        files=[],
+        now=process.clock.now(),
+        policy=POLICY,
+        rng=random.Random(2),
+    )
+
+
 def request_cancel(process: Process, job_id: str) -> None:
     process.store.update(job_id, partial(transitions.request_cancel, now=process.clock.now()))
 
@@ -155,7 +168,7 @@ def test_expired_lease_requeues_job_for_next_attempt(open_process: OpenProcess) 
     alive = open_process()
     taken = alive.take()
 
-    # Then the other process runs it again, and the record tells why
+    # Then the other process runs it again, and the record shows why
     assert taken == Ping(job_id=job.id)
     record = alive.store.get(job.id)
     assert record.status is JobStatus.RUNNING
@@ -220,15 +233,7 @@ def test_retry_is_taken_by_any_process_once_due(open_process: OpenProcess) -> No
     job = failing.submit()
     assert failing.take() is not None
     outcome = HandlerOutcome("only", JobStatus.FAILED, "boom")
-    change = partial(
-        transitions.finish,
-        outcomes=[outcome],
-        files=[],
-        now=failing.clock.now(),
-        policy=POLICY,
-        rng=random.Random(2),
-    )
-    assert failing.store.update(job.id, change) is JobStatus.QUEUED
+    assert failing.store.update(job.id, finish_with(failing, outcome)) is JobStatus.QUEUED
     other = open_process()
     assert other.take(timeout=0.05) is None
     other.clock.advance(POLICY.backoff_seconds * 2)
@@ -364,15 +369,7 @@ def test_full_fsyncs_finish_before_returning(
     job = process.submit()
     assert process.take() is not None
     outcome = HandlerOutcome("only", JobStatus.SUCCEEDED)
-    change = partial(
-        transitions.finish,
-        outcomes=[outcome],
-        files=[],
-        now=process.clock.now(),
-        policy=POLICY,
-        rng=random.Random(3),
-    )
-    assert process.store.update(job.id, change) is JobStatus.SUCCEEDED
+    assert process.store.update(job.id, finish_with(process, outcome)) is JobStatus.SUCCEEDED
     assert len(syncs) == 2  # the accept's and the finish's
 
 
