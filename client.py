@@ -1,8 +1,9 @@
 """The `backburner submit | status | cancel | jobs` commands: a small HTTP client of the API.
 
-Exit codes: 0 when the job succeeded (or `submit` without `--wait` got it accepted), 1 when it
-failed or was canceled, 2 for usage errors, refused requests and connection errors, and 3 when
-the job is still queued or running (`status`, or a `--wait` that ran out).
+Exit codes: 0 when the job succeeded, or when `submit` without `--wait` or `cancel` was
+accepted. 1 when it failed or was canceled. 2 for usage errors, rejected requests and
+connection errors. 3 when the job is still queued or running (`status`, or a `--wait` that ran
+out first).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The registry of job types, their handlers and their per-job resources.
 
 A module adds job types with a `register(registry)` function (see `load_registry`). A job type
-names its notification class and a `parse` function that turns a request into a notification;
-handlers subscribe to a notification class, and every handler of it runs for each job.
+names its notification class and a `parse` function that turns a request into a notification.
+Handlers subscribe to a notification class, and every handler of it runs for each job.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Submission:
 
 @dataclass(frozen=True)
 class Intake:
-    """What `parse` may use while it accepts a job: the new job's id, settings and file store."""
+    """The inputs `parse` may use while it accepts a job: the job's id, settings, file store."""
 
     job_id: str
     settings: Mapping[str, Any]

@@ -1,4 +1,4 @@
-"""What a handler gets while it runs: its job's files, progress, cancel token and resources."""
+"""The handler's view of its job while it runs: files, progress, cancel token, resources."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class CancelToken:
 
     def __init__(self) -> None:
         # Every job gets a token and few ever wait on one, so the Event (a Condition and two
-        # locks) is made on the first `wait`; a bare Lock costs a tenth of it.
+        # locks) is made on the first `wait`. A bare Lock costs a tenth of it.
         # _lock guards the writes of _reason and _event. _reason is set once, so a read of it
         # alone (is_set, reason) sees None or the final value and needs no lock.
         self._lock = threading.Lock()

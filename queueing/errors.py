@@ -49,8 +49,8 @@ class InputError(BackburnerError):
 class InvalidInput(InputError):
     """Raised when a field is missing or its value is invalid.
 
-    Raised before a job is accepted it becomes a 422 answer; raised by a handler while the job
-    runs, it ends the job `failed` with error type `invalid_input`, which is never retried.
+    Raised before a job is accepted, it becomes a 422 response. Raised by a handler while the
+    job runs, it ends the job `failed` with error type `invalid_input`, which is never retried.
     """
 
     def __init__(self, field: str, message: str) -> None:

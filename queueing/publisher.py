@@ -32,7 +32,7 @@ def publish(
 
     Handlers that succeeded in an earlier attempt (`earlier`) keep their outcome and do not run
     again. A failing handler does not stop the others: they are independent subscribers. After
-    a cancel or timeout the remaining handlers do not start. `on_error` sees every unexpected
+    a cancel or timeout the remaining handlers do not start. `on_error` receives every unexpected
     exception a handler raised.
     """
     outcomes: list[HandlerOutcome] = []

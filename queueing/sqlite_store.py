@@ -32,7 +32,7 @@ POLL_SECONDS = 0.15
 # accepted job, finish, cancel or delete makes one, and so does a worker that found no job for
 # `sqlite_queue.POLL_SECONDS`. If a power cut loses one, the job is back to queued or an
 # earlier progress, and its lease brings it back to run again. A finish does wait for its
-# fsync: a client told "succeeded" must never see the job run again after a power cut. Any
+# fsync: a client shown "succeeded" must never see the job run again after a power cut. Any
 # other change, including one wrapped in something other than functools.partial, waits too.
 _CHANGES_WITHOUT_FSYNC = frozenset({transitions.start, transitions.record_progress})
 

@@ -40,7 +40,7 @@ class StatusStore(ABC):
     def update(self, job_id: str, change: Callable[[Job], T | None]) -> T | None:
         """Apply `change` to a job's record atomically and return what it returned.
 
-        `change` returns None to leave the record as it was; anything else means it changed
+        `change` returns None to leave the record as it was. Anything else means it changed
         the record, which is then saved with `version + 1` and wakes `wait_for_change`.
         It runs under the store's lock, so it must be quick and must not use the store.
         A store may call it more than once, each time on a fresh copy (the SQLite store

@@ -195,7 +195,7 @@ class ServerProcess:
             )
 
     def wait_ready(self) -> None:
-        # A bounded loop of requests: the server answers as soon as it listens.
+        # A bounded loop of requests: the server responds as soon as it listens.
         for _ in range(600):
             if self.process.poll() is not None:
                 raise AssertionError(f"the server exited early:\n{self.log.read_text()}")
